@@ -1,0 +1,199 @@
+"""A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver and kube-controller-manager.
+
+There is no kubelet or scheduler: pods stay Pending unless a test writes their status, which is
+how tests play the kubelet. Used by the test session, the demo and the benchmarks.
+
+    python hack/localcluster.py up --dir /tmp/mdcluster     # starts, prints `export KUBECONFIG=...`
+    python hack/localcluster.py down --dir /tmp/mdcluster
+
+The binaries come from `hack/build-control-plane.sh` (cached under ~/.cache/modeldeploy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CACHE = Path(os.environ.get("MODELDEPLOY_CACHE", Path.home() / ".cache" / "modeldeploy"))
+BIN = CACHE / "k8s-bin"
+CONTROLLERS = (
+    "garbagecollector,deployment,replicaset,namespace,serviceaccount,serviceaccount-token,"
+    "horizontalpodautoscaling,disruption"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LocalCluster:
+    workdir: Path
+    authorization: str = "AlwaysAllow"  # or "RBAC"
+    token: str = field(default_factory=lambda: secrets.token_hex(16))
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    api_port: int = 0
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    def start(self, timeout: float = 90.0) -> LocalCluster:
+        for binary in ("kube-apiserver", "kube-controller-manager"):
+            if not (BIN / binary).exists():
+                raise RuntimeError(f"{BIN / binary} is missing: run hack/build-control-plane.sh first")
+        if not shutil.which("etcd"):
+            raise RuntimeError("etcd is missing: apt-get install etcd-server (hack/build-control-plane.sh does)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        logs = self.workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        etcd_port, peer_port, self.api_port, cm_port = (free_port() for _ in range(4))
+        (self.workdir / "tokens.csv").write_text(f'{self.token},admin,admin,"system:masters"\n')
+        sa_key, sa_pub = self.workdir / "sa.key", self.workdir / "sa.pub"
+        if not sa_key.exists():
+            subprocess.run(["openssl", "genrsa", "-out", sa_key, "2048"], check=True, capture_output=True)
+            subprocess.run(["openssl", "rsa", "-in", sa_key, "-pubout", "-out", sa_pub], check=True,
+                           capture_output=True)
+        self._spawn("etcd", logs, [
+            "etcd", "--data-dir", self.workdir / "etcd",
+            "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
+            "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
+            "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+            "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
+            "--unsafe-no-fsync", "--log-level", "warn",
+        ])
+        self._spawn("kube-apiserver", logs, [
+            BIN / "kube-apiserver", f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            "--insecure-port=0", f"--token-auth-file={self.workdir / 'tokens.csv'}",
+            "--bind-address=127.0.0.1", f"--secure-port={self.api_port}",
+            f"--cert-dir={self.workdir / 'certs'}", "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={sa_pub}", f"--service-account-signing-key-file={sa_key}",
+            "--service-cluster-ip-range=10.0.0.0/24", f"--authorization-mode={self.authorization}",
+            "--enable-admission-plugins=NamespaceLifecycle", "--disable-admission-plugins=ServiceAccount",
+        ])
+        self._write_kubeconfig()
+        self._wait_ready(timeout)
+        self._spawn("kube-controller-manager", logs, [
+            BIN / "kube-controller-manager", f"--kubeconfig={self.kubeconfig}", "--leader-elect=false",
+            "--port=0", "--bind-address=127.0.0.1", f"--secure-port={cm_port}",
+            f"--service-account-private-key-file={sa_key}", f"--root-ca-file={self._ca_file()}",
+            f"--controllers={CONTROLLERS}", "--concurrent-deployment-syncs=10",
+            "--concurrent-replicaset-syncs=10", "--concurrent-gc-syncs=20",
+        ])
+        (self.workdir / "pids.json").write_text(json.dumps({k: p.pid for k, p in self.procs.items()}))
+        self._wait_namespace("default", timeout)
+        return self
+
+    def _ca_file(self) -> Path:
+        # The apiserver's self-signed serving certificate doubles as the root CA handed to pods.
+        return self.workdir / "certs" / "apiserver.crt"
+
+    def _spawn(self, name: str, logs: Path, argv: list) -> None:
+        log = open(logs / f"{name}.log", "wb")  # noqa: SIM115 (kept open for the child's lifetime)
+        self.procs[name] = subprocess.Popen([str(a) for a in argv], stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+
+    def _write_kubeconfig(self) -> None:
+        self.kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "local",
+            "clusters": [{"name": "local", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}],
+            "users": [{"name": "admin", "user": {"token": self.token}}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
+        }, indent=2))
+
+    def request(self, path: str) -> tuple[int, bytes]:
+        ctx = ssl._create_unverified_context()  # noqa: S323 (a throwaway local cluster)
+        req = urllib.request.Request(self.server + path, headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    log = (self.workdir / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log}")
+            try:
+                if self.request("/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"kube-apiserver not ready within {timeout}s (logs in {self.workdir / 'logs'})")
+
+    def _wait_namespace(self, namespace: str, timeout: float) -> None:
+        # The "default" service account appearing means the controller-manager is doing its work.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.request(f"/api/v1/namespaces/{namespace}/serviceaccounts/default")[0] == 200:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"kube-controller-manager did not start within {timeout}s")
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
+
+
+def stop_by_pidfile(workdir: Path) -> None:
+    pids = workdir / "pids.json"
+    if not pids.exists():
+        return
+    for pid in reversed(list(json.loads(pids.read_text()).values())):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    pids.unlink()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/modeldeploy-cluster"))
+    parser.add_argument("--authorization", default="AlwaysAllow", choices=["AlwaysAllow", "RBAC"])
+    args = parser.parse_args(argv)
+    stop_by_pidfile(args.dir)
+    if args.action == "down":
+        shutil.rmtree(args.dir, ignore_errors=True)
+        return 0
+    shutil.rmtree(args.dir, ignore_errors=True)
+    cluster = LocalCluster(args.dir, authorization=args.authorization).start()
+    print(f"export KUBECONFIG={cluster.kubeconfig}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
