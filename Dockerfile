@@ -1,0 +1,72 @@
+# syntax=docker/dockerfile:1
+#
+# Two images from one file, each carrying only its own extras of pyproject.toml:
+#
+#   docker build --target operator -t ghcr.io/modeldeploy/operator:0.1.0 .
+#   docker build --target runtime  -t ghcr.io/modeldeploy/runtime:0.1.0 .
+#
+# `operator` is a slim Python image with kopf and the Kubernetes client, no inference libraries.
+# `runtime` is NVIDIA's TensorRT image (CUDA, cuDNN, TensorRT) with onnxruntime-gpu, pycuda and
+# NVML, no kopf. Both run as uid 10001, which the chart and the operator's pods also set.
+
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+# TensorRT 10.7 on CUDA 12.6; engines built by `modeldeploy optimize` must come from the same
+# TensorRT version, so change this tag and the engines together.
+ARG TENSORRT_IMAGE=nvcr.io/nvidia/tensorrt:24.12-py3
+
+# Only what `pip install` needs: the sources of the three packages and the project metadata.
+FROM scratch AS source
+COPY pyproject.toml README.md /src/
+COPY operator/ /src/operator/
+COPY runtime/ /src/runtime/
+COPY cli/ /src/cli/
+
+# The operator is installed into a virtual environment that the final stage copies whole, so no
+# compiler, pip cache or source tree reaches the image.
+FROM ${PYTHON_IMAGE} AS operator-build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY --from=source /src /src
+RUN python -m venv /opt/modeldeploy \
+ && /opt/modeldeploy/bin/pip install --no-cache-dir "/src[operator]"
+
+FROM ${PYTHON_IMAGE} AS operator
+RUN groupadd --system --gid 10001 modeldeploy \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin modeldeploy
+COPY --from=operator-build /opt/modeldeploy /opt/modeldeploy
+ENV PATH=/opt/modeldeploy/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+USER 10001:10001
+# 9090: /metrics (MODELDEPLOY_METRICS_PORT), 8081: /healthz (MODELDEPLOY_HEALTH_PORT).
+EXPOSE 9090 8081
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('MODELDEPLOY_HEALTH_PORT', '8081'), timeout=4)"]
+ENTRYPOINT ["modeldeploy-operator"]
+CMD ["--all-namespaces"]
+
+# The TensorRT image already holds the tensorrt Python package, which satisfies the gpu extra;
+# pycuda compiles against its CUDA toolkit. pip installs into the image's own Python: it is
+# the only one there, and Ubuntu 24.04's externally-managed marker is meant for hosts, not images.
+FROM ${TENSORRT_IMAGE} AS runtime
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_BREAK_SYSTEM_PACKAGES=1 \
+    CUDA_ROOT=/usr/local/cuda \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+COPY --from=source /src /tmp/modeldeploy-src
+RUN python3 -m pip install --no-cache-dir "/tmp/modeldeploy-src[gpu]" \
+ && rm -rf /tmp/modeldeploy-src \
+ && groupadd --system --gid 10001 modeldeploy \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin modeldeploy \
+ && mkdir -p /var/cache/modeldeploy \
+ && chown 10001:10001 /var/cache/modeldeploy
+USER 10001:10001
+# Downloads and the TensorRT engine cache; the operator mounts an emptyDir or a volume here.
+VOLUME ["/var/cache/modeldeploy"]
+# 8080: v2 API, health and /metrics (MODELDEPLOY_PORT); 9091: /metrics only (MODELDEPLOY_METRICS_PORT).
+EXPOSE 8080 9091
+# Live answers as soon as the HTTP server runs, before the model is loaded; Kubernetes uses its
+# own probes, this is for plain `docker run`.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/live' % os.environ.get('MODELDEPLOY_PORT', '8080'), timeout=4)"]
+ENTRYPOINT ["modeldeploy-runtime", "serve"]
