@@ -7,7 +7,6 @@ import hashlib
 
 import numpy as np
 import pytest
-
 from modeldeploy_runtime.backends.trt_plan import (
     EngineIdentity,
     EngineTensor,
