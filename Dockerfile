@@ -60,6 +60,9 @@ RUN python3 -m pip install --no-cache-dir "/tmp/modeldeploy-src[gpu]" \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin modeldeploy \
  && mkdir -p /var/cache/modeldeploy \
  && chown 10001:10001 /var/cache/modeldeploy
+# The small model examples/digits-cpu.yaml serves (file:///opt/modeldeploy/models/...), so a
+# first try needs no volume and no download.
+COPY examples/models/ /opt/modeldeploy/models/
 USER 10001:10001
 # Downloads and the TensorRT engine cache; the operator mounts an emptyDir or a volume here.
 VOLUME ["/var/cache/modeldeploy"]

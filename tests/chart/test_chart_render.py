@@ -36,9 +36,7 @@ def test_every_object_validates_strictly(render, values, version):
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             path = ".".join(str(p) for p in exc.path)
-            pytest.fail(
-                f"{doc['kind']}/{doc['metadata']['name']} invalid for {version} at {path}: {exc.message}"
-            )
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} invalid for {version} at {path}: {exc.message}")
 
 
 def test_helm_test_pod_is_rendered_as_a_test_hook(render):

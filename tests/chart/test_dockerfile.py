@@ -28,9 +28,7 @@ def hadolint() -> str:
 
 def instructions(text: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
-    joined = re.sub(
-        r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    )
+    joined = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
     return [
         (m.group(1).upper(), m.group(2).strip())
         for m in (re.match(r"\s*(\w+)\s+(.*)", line) for line in joined.splitlines())
@@ -67,9 +65,7 @@ def args_of(stage: list[tuple[str, str]], ins: str) -> list[str]:
 
 
 def test_hadolint_is_clean():
-    proc = subprocess.run(
-        [hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -133,11 +129,23 @@ def test_runtime_healthcheck_hits_the_liveness_endpoint():
     assert "CMD" in check and "/v2/health/live" in check and "MODELDEPLOY_PORT" in check
 
 
-def test_dockerignore_keeps_the_build_context_to_the_packages():
+def test_dockerignore_keeps_exactly_what_the_images_copy():
     lines = [x for x in (ROOT / ".dockerignore").read_text().splitlines() if x and not x.startswith("#")]
     assert lines[0] == "*"
     kept = {x[1:].rstrip("/") for x in lines if x.startswith("!")}
     copied = set()
-    for args in args_of(stages()["source"], "COPY"):
-        copied.update(p.rstrip("/") for p in args.split()[:-1])
+    for stage in stages().values():
+        for args in args_of(stage, "COPY"):
+            if not args.startswith("--from="):
+                copied.update(p.rstrip("/") for p in args.split()[:-1])
     assert copied == kept
+    for path in kept:
+        assert (ROOT / path).exists(), f"{path} is copied into an image but does not exist"
+
+
+def test_runtime_image_carries_the_model_the_cpu_example_serves():
+    example = yaml.safe_load((ROOT / "examples" / "digits-cpu.yaml").read_text())
+    uri = example["spec"]["model"]["uri"]
+    assert uri.startswith("file:///opt/modeldeploy/models/")
+    assert "examples/models/ /opt/modeldeploy/models/" in args_of(stages()["runtime"], "COPY")
+    assert (ROOT / "examples" / "models" / uri.rsplit("/", 1)[1]).is_file()

@@ -107,6 +107,4 @@ def test_histograms_are_queried_through_their_buckets(dashboard):
     for expr in queries(dashboard):
         for base, (kind, _) in metrics.items():
             if kind == "histogram" and re.search(rf"\b{base}\b(?!_)", expr):
-                pytest.fail(
-                    f"{base} is a histogram; query {base}_bucket/_sum/_count, not the bare name: {expr}"
-                )
+                pytest.fail(f"{base} is a histogram; query {base}_bucket/_sum/_count, not the bare name: {expr}")

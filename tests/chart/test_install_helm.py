@@ -9,9 +9,7 @@ from chart_helpers import ROOT
 
 
 def test_installed_helm_is_helm_3(helm):
-    out = subprocess.run(
-        [str(helm), "version", "--short"], capture_output=True, text=True, timeout=30, check=True
-    )
+    out = subprocess.run([str(helm), "version", "--short"], capture_output=True, text=True, timeout=30, check=True)
     assert out.stdout.startswith("v3.")
 
 
