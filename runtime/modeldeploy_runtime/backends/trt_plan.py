@@ -188,16 +188,12 @@ def profile_shapes(
     unknown = sorted(set(input_shapes) - {name for name, _ in inputs})
     if unknown:
         known = ", ".join(name for name, _ in inputs)
-        raise PlanError(
-            f"--input-shape names unknown input(s) {', '.join(unknown)}; the model's inputs: {known}"
-        )
+        raise PlanError(f"--input-shape names unknown input(s) {', '.join(unknown)}; the model's inputs: {known}")
     if max_batch_size < 0:
         raise PlanError("--max-batch-size must be 0 (no batching) or positive")
     opt = opt_batch_size or max_batch_size
     if max_batch_size and not 1 <= opt <= max_batch_size:
-        raise PlanError(
-            f"--opt-batch-size {opt_batch_size} must lie in 1..{max_batch_size} (--max-batch-size)"
-        )
+        raise PlanError(f"--opt-batch-size {opt_batch_size} must lie in 1..{max_batch_size} (--max-batch-size)")
 
     profiles: dict[str, ProfileShape] = {}
     for name, dims in inputs:
@@ -216,8 +212,7 @@ def profile_shapes(
             for i, (model_dim, fixed) in enumerate(zip(rest, given, strict=True), start=1):
                 if not _is_dynamic(model_dim) and model_dim != fixed:
                     raise PlanError(
-                        f"--input-shape {name}: dimension {i} is fixed to {model_dim} by the model, "
-                        f"not {fixed}"
+                        f"--input-shape {name}: dimension {i} is fixed to {model_dim} by the model, not {fixed}"
                     )
             rest = given
         for i, dim in enumerate(rest, start=1):
@@ -230,9 +225,7 @@ def profile_shapes(
         rest = tuple(int(d) for d in rest)
         if max_batch_size == 0:
             if _is_dynamic(batch):
-                raise PlanError(
-                    f"input {name!r} has a dynamic batch dimension {_show(dims)}: give --max-batch-size"
-                )
+                raise PlanError(f"input {name!r} has a dynamic batch dimension {_show(dims)}: give --max-batch-size")
             shape = (int(batch), *rest)
             profiles[name] = ProfileShape(shape, shape, shape)
         elif _is_dynamic(batch):
@@ -326,7 +319,5 @@ def plan_buffers(tensors: Sequence[EngineTensor]) -> list[BufferPlan]:
             )
         dtype = numpy_dtype(t.trt_dtype, t.name)
         elements = volume(t.max_shape)
-        plans.append(
-            BufferPlan(t.name, t.is_input, dtype, t.max_shape, elements, max(1, elements) * dtype.itemsize)
-        )
+        plans.append(BufferPlan(t.name, t.is_input, dtype, t.max_shape, elements, max(1, elements) * dtype.itemsize))
     return plans

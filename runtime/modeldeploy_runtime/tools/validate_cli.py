@@ -1,0 +1,133 @@
+"""`modeldeploy validate`: what an optimized model lost against its original, with a pass/fail exit."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Parser,
+    UsageError,
+    add_data_args,
+    check_file,
+    input_data,
+    report_error,
+    setup_logging,
+    write_json,
+)
+
+EPILOG = """exit status: 0 within the thresholds, 1 past one, 2 cannot run as asked.
+
+examples:
+  modeldeploy validate model.onnx model.int8.onnx --data heldout/
+  modeldeploy validate model.onnx model.fp16.engine --min-top1 0.995        (GPU)
+  modeldeploy validate encoder.onnx encoder.int8.onnx --max-abs-error 0.05
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="modeldeploy validate",
+        description="Run the original and the optimized model on the same inputs and report max "
+        "absolute/relative error and top-1 agreement per output.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("original", help="the reference model (.onnx)")
+    parser.add_argument("optimized", help="the optimized model (.onnx, or a TensorRT .engine/.plan on a GPU)")
+    add_data_args(parser, default_samples=1000)
+    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="inputs per inference (default 32)")
+    parser.add_argument(
+        "--min-top1",
+        type=float,
+        default=0.99,
+        metavar="FRACTION",
+        help="least top-1 agreement on classification outputs (default 0.99)",
+    )
+    parser.add_argument("--max-abs-error", type=float, metavar="X", help="fail when any absolute difference exceeds X")
+    parser.add_argument("--max-rel-error", type=float, metavar="X", help="fail when any relative difference exceeds X")
+    parser.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="judge only these outputs (repeatable; default all)",
+    )
+    parser.add_argument(
+        "--provider",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="ONNX Runtime provider for .onnx models (cuda needs a GPU)",
+    )
+    parser.add_argument("--threads", type=int, default=0, metavar="N", help="ONNX Runtime threads (0: its default)")
+    parser.add_argument("--json", metavar="PATH", help="write the report as JSON here ('-' for stdout)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    setup_logging()
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except UsageError as exc:
+        return report_error("validate", exc)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..backends.base import BackendError
+    from ..optimize import compare
+    from ..optimize.data import DataError
+    from ..optimize.runner import open_model
+
+    runners = []
+    try:
+        if not 0.0 <= args.min_top1 <= 1.0:
+            raise UsageError(f"--min-top1 {args.min_top1}: expected a fraction in 0..1, e.g. 0.99")
+        if args.batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
+        original = check_file(args.original, "ORIGINAL")
+        optimized = check_file(args.optimized, "OPTIMIZED")
+        reference = open_model(original, provider=args.provider, threads=args.threads)
+        runners.append(reference)
+        candidate = open_model(optimized, provider=args.provider, threads=args.threads)
+        runners.append(candidate)
+        samples = input_data(args, reference.inputs)
+        result = compare.compare_models(reference, candidate, samples, args.batch_size)
+        thresholds = compare.Thresholds(
+            min_top1=args.min_top1,
+            max_abs_error=args.max_abs_error,
+            max_rel_error=args.max_rel_error,
+            outputs=compare.split_outputs(args.output),
+        )
+        failures = compare.judge(result, thresholds)
+    except (UsageError, DataError, BackendError, compare.CompareError) as exc:
+        return report_error("validate", exc)
+    finally:
+        for r in runners:
+            r.close()
+    print(compare.format_table(result))
+    if not args.data:
+        print(f"\n(inputs: {result.samples} generated, seed {args.seed}; give --data DIR for real inputs)")
+    write_json(args.json, {**result.to_dict(), "passed": not failures, "failures": failures})
+    if failures:
+        print("\nFAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return EXIT_FAILED
+    print(f"\nPASSED (top-1 agreement >= {args.min_top1:.2%}" + _extra(args) + ")")
+    return EXIT_OK
+
+
+def _extra(args: argparse.Namespace) -> str:
+    parts = []
+    if args.max_abs_error is not None:
+        parts.append(f", max abs error <= {args.max_abs_error:g}")
+    if args.max_rel_error is not None:
+        parts.append(f", max rel error <= {args.max_rel_error:g}")
+    return "".join(parts)
+
+
+__all__ = ["main", "EXIT_USAGE"]
