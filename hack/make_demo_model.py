@@ -5,7 +5,7 @@ A scikit-learn MLP trained on the `digits` data set that scikit-learn ships (no 
 exported with skl2onnx. Two edits make it servable by every backend: the pixel scaling (x / 16)
 moves into the graph, so clients send raw 0..16 pixel values; and skl2onnx's class lookup
 (ArrayFeatureExtractor, an `ai.onnx.ml` op TensorRT cannot parse) becomes a plain ArgMax, which
-is the same mapping since the classes are 0..9.
+is the same mapping since the classes are 0..9. Denormal weights are flushed to zero.
 
     .venv/bin/python hack/make_demo_model.py            # writes the model, prints its accuracy
     .venv/bin/python hack/make_demo_model.py --check    # only compares accuracy with the file's
@@ -78,12 +78,26 @@ def export(clf):
     )
     del model.opset_import[:]
     model.opset_import.append(helper.make_opsetid("", OPSET))
+    flush_denormals(graph)
     model.producer_name = "modeldeploy hack/make_demo_model.py"
     model.producer_version = ""
     model.doc_string = "MLP 64-64-10 trained on scikit-learn digits; input: raw 8x8 pixels 0..16"
     graph.name = "digits_mlp"
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def flush_denormals(graph) -> None:
+    """Weights of always-blank pixels decay to denormal floats under L2 training; CPUs compute
+    with those many times slower (the FP32 model ran 10x slower than it should). Zero them."""
+    from onnx import numpy_helper
+
+    for init in graph.initializer:
+        array = numpy_helper.to_array(init)
+        if array.dtype == np.float32:
+            tiny = np.abs(array) < np.finfo(np.float32).tiny
+            if tiny.any():
+                init.CopyFrom(numpy_helper.from_array(np.where(tiny, np.float32(0), array), init.name))
 
 
 def accuracy(model_path: Path, x, y) -> float:

@@ -36,6 +36,15 @@ def test_demo_model_uses_only_standard_onnx_ops_so_tensorrt_can_parse_it():
     assert DEMO_MODEL.stat().st_size < 64_000
 
 
+def test_demo_model_has_no_denormal_weights_that_would_slow_fp32_down():
+    from onnx import numpy_helper
+
+    for init in onnx.load(str(DEMO_MODEL)).graph.initializer:
+        array = numpy_helper.to_array(init)
+        if array.dtype == np.float32:
+            assert not ((array != 0) & (np.abs(array) < np.finfo(np.float32).tiny)).any(), init.name
+
+
 def test_demo_model_script_regenerates_an_equivalent_model(tmp_path, digits):
     out = tmp_path / "digits-mlp.onnx"
     result = subprocess.run(
