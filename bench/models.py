@@ -49,9 +49,7 @@ class _Graph:
         self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
         return out
 
-    def conv(
-        self, x: str, c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1, gain: float = 1.0
-    ) -> str:
+    def conv(self, x: str, c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1, gain: float = 1.0) -> str:
         fan_in = (c_in // groups) * k * k
         std = gain * np.sqrt(2.0 / fan_in)
         w = (self.rng.standard_normal((c_out, c_in // groups, k, k)) * std).astype(np.float32)

@@ -1,0 +1,38 @@
+"""Backend selection. Each backend module is imported only when chosen, so the CPU image never
+imports TensorRT and a machine without CUDA never crashes at import."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import Backend, BackendError, BackendInfo, GpuUnavailableError, TensorSpec
+
+if TYPE_CHECKING:
+    from ..config import RuntimeConfig
+
+__all__ = ["Backend", "BackendError", "BackendInfo", "GpuUnavailableError", "TensorSpec", "load_backend"]
+
+
+def load_backend(config: RuntimeConfig, model_file: str | None = None, threads: int = 1) -> Backend:
+    """Load the configured model. ``model_file`` is the verified local copy (see fetch.py);
+    ``threads`` the inference threads the CPU may run."""
+    path = model_file or config.model_path
+    if config.backend == "tensorrt":
+        try:
+            from .tensorrt import TensorRTBackend
+        except ImportError as exc:
+            raise BackendError(
+                f"the TensorRT backend cannot be imported ({exc}); TensorRT engines need the GPU runtime "
+                "image (pip install 'modeldeploy[gpu]' on a machine with CUDA)"
+            ) from exc
+        return TensorRTBackend(path, max_batch_size=config.max_batch_size)
+    from .onnx import OnnxBackend
+
+    return OnnxBackend(
+        path,
+        max_batch_size=config.max_batch_size,
+        threads=threads,
+        precision=config.precision,
+        cache_dir=config.cache_dir,
+        require_gpu=config.require_gpu,
+    )

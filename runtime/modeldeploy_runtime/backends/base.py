@@ -34,6 +34,11 @@ class BackendError(Exception):
     """A model could not be loaded or run. The message is shown to users as is."""
 
 
+class GpuUnavailableError(BackendError):
+    """A GPU was required (``require_gpu``) but no working GPU provider or device was found. The
+    server reports it as ``gpu unavailable: ...`` rather than as a model load failure."""
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One model input or output. Dynamic dimensions are -1; when the backend batches, shape[0]

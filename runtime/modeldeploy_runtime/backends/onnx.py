@@ -1,0 +1,209 @@
+"""ONNX models on ONNX Runtime, with an explicit provider list.
+
+onnxruntime-gpu falls back to the CPU without an error when CUDA or TensorRT cannot start (a driver
+mismatch, a missing library), so what was asked for proves nothing: the providers really in use
+are read back from the session, logged, shown in model metadata, and checked against
+``require_gpu``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .base import BackendError, BackendInfo, GpuUnavailableError, TensorSpec
+
+log = logging.getLogger(__name__)
+
+TRT_EP = "TensorrtExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+CPU_EP = "CPUExecutionProvider"
+GPU_EPS = (TRT_EP, CUDA_EP)
+
+# ONNX Runtime's type strings -> v2 datatypes
+ORT_TO_V2 = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+
+def select_providers(
+    available: Sequence[str], precision: str, cache_dir: str, device_id: int = 0
+) -> list[tuple[str, dict[str, Any]]]:
+    """The providers to ask for, best first: TensorRT then CUDA when this onnxruntime build has
+    them, the CPU always last (so a model still loads where the GPU does not work, and
+    ``require_gpu`` decides whether that is acceptable)."""
+    chosen: list[tuple[str, dict[str, Any]]] = []
+    if TRT_EP in available:
+        trt_cache = os.path.join(cache_dir, "trt-ep")
+        chosen.append(
+            (
+                TRT_EP,
+                {
+                    "device_id": device_id,
+                    "trt_fp16_enable": precision in ("fp16", "int8"),
+                    "trt_int8_enable": precision == "int8",
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": trt_cache,
+                    "trt_timing_cache_enable": True,
+                    "trt_timing_cache_path": trt_cache,
+                },
+            )
+        )
+    if CUDA_EP in available:
+        chosen.append((CUDA_EP, {"device_id": device_id}))
+    chosen.append((CPU_EP, {}))
+    return chosen
+
+
+def trt_profile_shapes(inputs: Sequence[TensorSpec], max_batch_size: int) -> dict[str, str] | None:
+    """TensorRT EP optimisation profile covering batch 1..max_batch_size, so the engine is built
+    once rather than again for every new batch size. None when other dimensions are dynamic (the
+    EP then builds per shape, as it would without a profile)."""
+    if max_batch_size <= 0 or not inputs:
+        return None
+    lo, hi = [], []
+    for spec in inputs:
+        rest = spec.shape[1:]
+        if any(d < 0 for d in rest):
+            return None
+        dims = "x".join(str(d) for d in rest)
+        lo.append(f"{spec.name}:1{'x' + dims if dims else ''}")
+        hi.append(f"{spec.name}:{max_batch_size}{'x' + dims if dims else ''}")
+    return {
+        "trt_profile_min_shapes": ",".join(lo),
+        "trt_profile_opt_shapes": ",".join(hi),
+        "trt_profile_max_shapes": ",".join(hi),
+    }
+
+
+def specs_from_ort(args: Sequence[Any]) -> list[TensorSpec]:
+    specs = []
+    for arg in args:
+        if arg.type not in ORT_TO_V2:
+            raise BackendError(f"tensor {arg.name!r} has type {arg.type}, which the v2 protocol cannot carry")
+        shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or []))
+        specs.append(TensorSpec(arg.name, ORT_TO_V2[arg.type], shape))
+    return specs
+
+
+def batchable(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> bool:
+    """A model can be batched by the server when every input and output has a dynamic first
+    dimension."""
+    return all(len(s.shape) >= 1 and s.shape[0] == -1 for s in [*inputs, *outputs])
+
+
+def session_options(threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning pool threads would take the CPU that the HTTP side needs between two inferences.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("XSPIN", "0"))
+    opts.add_session_config_entry("session.inter_op.allow_spinning", os.environ.get("XSPIN", "0"))
+    return opts
+
+
+def _as_str(arr: np.ndarray) -> np.ndarray:
+    """ONNX Runtime takes string tensors as Python str (it would feed bytes as their repr)."""
+    out = np.empty(arr.shape, dtype=np.object_)
+    out.reshape(-1)[:] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)]
+    return out
+
+
+class OnnxBackend:
+    """One ONNX Runtime session. ``infer`` runs on the server's inference thread."""
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        max_batch_size: int = 8,
+        threads: int = 1,
+        precision: str = "fp32",
+        cache_dir: str = "/var/cache/modeldeploy",
+        require_gpu: bool = False,
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - the runtime extra installs it
+            raise BackendError("onnxruntime is not installed; pip install 'modeldeploy[runtime]'") from exc
+        available = ort.get_available_providers()
+        providers = select_providers(available, precision, cache_dir)
+        if require_gpu and not any(name in GPU_EPS for name, _ in providers):
+            raise GpuUnavailableError(
+                f"MODELDEPLOY_REQUIRE_GPU is true but this onnxruntime build has no GPU provider "
+                f"(available: {', '.join(available)}); use the GPU runtime image"
+            )
+        if providers[0][0] == TRT_EP:
+            os.makedirs(providers[0][1]["trt_engine_cache_path"], exist_ok=True)
+            profile = trt_profile_shapes(self._peek_inputs(ort, model_path), max_batch_size)
+            if profile:
+                providers[0][1].update(profile)
+        try:
+            self.session = ort.InferenceSession(model_path, sess_options=session_options(threads), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+            raise BackendError(f"ONNX Runtime cannot load {model_path}: {exc}") from exc
+        in_use = self.session.get_providers()
+        if require_gpu and not any(p in GPU_EPS for p in in_use):
+            asked = ", ".join(name for name, _ in providers)
+            raise GpuUnavailableError(
+                f"MODELDEPLOY_REQUIRE_GPU is true but ONNX Runtime fell back to {', '.join(in_use)} "
+                f"(asked for {asked}); check the node's NVIDIA driver, the pod's nvidia.com/gpu limit, "
+                "and the CUDA/TensorRT libraries in the image"
+            )
+        self.inputs = specs_from_ort(self.session.get_inputs())
+        self.outputs = specs_from_ort(self.session.get_outputs())
+        self.max_batch_size = max_batch_size if batchable(self.inputs, self.outputs) else 0
+        self._output_names = [s.name for s in self.outputs]
+        self._string_inputs = [s.name for s in self.inputs if s.datatype == "BYTES"]
+        device = "gpu" if any(p in GPU_EPS for p in in_use) else "cpu"
+        self.info = BackendInfo(
+            platform="onnxruntime_onnx",
+            providers=list(in_use),
+            device=device,
+            precision=precision if in_use[0] == TRT_EP else "fp32",
+            extra={"onnxruntime": ort.__version__, "threads": str(threads)},
+        )
+        log.info(
+            "ONNX Runtime providers in use: %s (asked for %s; %d threads)",
+            ", ".join(in_use),
+            ", ".join(name for name, _ in providers),
+            threads,
+        )
+
+    @staticmethod
+    def _peek_inputs(ort, model_path: str) -> list[TensorSpec]:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            peek = ort.InferenceSession(model_path, sess_options=opts, providers=[CPU_EP])
+        except Exception as exc:
+            raise BackendError(f"ONNX Runtime cannot load {model_path}: {exc}") from exc
+        return specs_from_ort(peek.get_inputs())
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for name in self._string_inputs:
+            inputs = {**inputs, name: _as_str(inputs[name])}
+        return dict(zip(self._output_names, self.session.run(self._output_names, inputs), strict=True))
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,41 @@
+"""``modeldeploy-runtime serve``: the entry point of the runtime container."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .config import ConfigError, build_parser, load_config
+
+USAGE = """usage: modeldeploy-runtime serve [--model PATH|URL] [--name NAME] [options]
+
+Serve one model over the Open Inference Protocol v2 (REST). Every option can also be set by an
+environment variable (MODELDEPLOY_*); run `modeldeploy-runtime serve --help` for the list."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if argv[0] != "serve":
+        print(f"modeldeploy-runtime: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(argv[1:])
+    except ConfigError as exc:
+        message = f"invalid configuration: {exc}"
+        print(f"modeldeploy-runtime: {message}", file=sys.stderr)
+        from .warmup import write_termination_message
+
+        known, _ = build_parser().parse_known_args(argv[1:])
+        path = known.termination_log or os.environ.get("MODELDEPLOY_TERMINATION_LOG", "/dev/termination-log")
+        write_termination_message(path, message)
+        return 2
+    from .server import serve  # imports uvicorn and numpy only when serving
+
+    return serve(config)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,292 @@
+"""Open Inference Protocol v2 request and response bodies: JSON tensors and the binary tensor data
+extension (a JSON header of ``Inference-Header-Content-Length`` bytes followed by raw tensors).
+
+Pure functions from bytes to numpy and back. Checks here are about the body being well formed
+(tensor data matching its own shape and datatype); whether it fits the model is the data plane's
+business.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .backends.base import NUMPY_TO_V2, V2_TO_NUMPY
+from .errors import BadRequest, PayloadTooLarge
+
+try:  # several times faster on large JSON tensors; the stdlib is the fallback
+    import orjson
+
+    def _loads(data: bytes) -> Any:
+        return orjson.loads(data)
+
+    def _dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+    _JSON_ERRORS: tuple[type[Exception], ...] = (orjson.JSONDecodeError,)
+except ImportError:  # pragma: no cover - orjson is in the serve extra
+    import json
+
+    def _loads(data: bytes) -> Any:
+        return json.loads(data)
+
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    _JSON_ERRORS = (ValueError, UnicodeDecodeError)
+
+
+@dataclass
+class RequestedOutput:
+    name: str
+    binary: bool | None = None  # None: the request's default
+
+
+@dataclass
+class InferRequest:
+    inputs: dict[str, np.ndarray]
+    id: str | None = None
+    outputs: list[RequestedOutput] | None = None  # None: every output
+    binary_output: bool = False  # the request's `binary_data_output` parameter
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def dumps(obj: Any) -> bytes:
+    return _dumps(obj)
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """Undo a ``Content-Encoding`` (gzip or deflate, as tritonclient sends), refusing to inflate
+    past ``limit`` bytes."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise BadRequest(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"the body is not valid {encoding} data: {exc}") from None
+    if len(out) > limit:
+        raise PayloadTooLarge(f"the {encoding} body inflates past the {limit}-byte limit (MODELDEPLOY_MAX_BODY_BYTES)")
+    return out
+
+
+def _shape(raw: Any, name: str) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
+        raise BadRequest(f"input {name!r}: 'shape' must be a list of non-negative integers, got {raw!r}")
+    return tuple(raw)
+
+
+def _bytes_elements(buf: memoryview, name: str) -> list[bytes]:
+    """BYTES tensors in binary form: each element is a 4-byte little-endian length and the bytes."""
+    items, pos, end = [], 0, len(buf)
+    while pos < end:
+        if pos + 4 > end:
+            raise BadRequest(f"input {name!r}: BYTES binary data ends inside an element's 4-byte length")
+        (n,) = struct.unpack_from("<I", buf, pos)
+        pos += 4
+        if pos + n > end:
+            raise BadRequest(f"input {name!r}: a BYTES element of {n} bytes runs past the tensor's data")
+        items.append(bytes(buf[pos : pos + n]))
+        pos += n
+    return items
+
+
+def _from_binary(buf: memoryview, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        items = _bytes_elements(buf, name)
+        if len(items) != count:
+            raise BadRequest(
+                f"input {name!r}: shape {list(shape)} needs {count} BYTES elements, the binary data holds {len(items)}"
+            )
+        arr = np.empty(count, dtype=np.object_)
+        arr[:] = items
+        return arr.reshape(shape)
+    dtype = V2_TO_NUMPY[datatype]
+    if len(buf) != count * dtype.itemsize:
+        raise BadRequest(
+            f"input {name!r}: shape {list(shape)} of {datatype} needs {count * dtype.itemsize} "
+            f"bytes, binary_data_size is {len(buf)}"
+        )
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)
+
+
+def _flatten(data: list) -> list:
+    out: list = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
+
+
+def _from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    count = math.prod(shape)
+    if not isinstance(data, list):
+        data = [data]
+    if datatype == "BYTES":
+        flat = _flatten(data)
+        if not all(isinstance(x, str) for x in flat):
+            raise BadRequest(f"input {name!r}: BYTES data must be strings")
+        if len(flat) != count:
+            raise BadRequest(f"input {name!r}: shape {list(shape)} needs {count} elements, 'data' has {len(flat)}")
+        arr = np.empty(count, dtype=np.object_)
+        arr[:] = [x.encode() for x in flat]
+        return arr.reshape(shape)
+    try:
+        arr = np.array(data, dtype=V2_TO_NUMPY[datatype])
+    except (ValueError, TypeError, OverflowError) as exc:
+        if data and isinstance(data[0], list):  # ragged nesting: count what is there
+            return _from_json(_flatten(data), datatype, shape, name)
+        raise BadRequest(f"input {name!r}: 'data' is not a list of {datatype} values ({exc})") from None
+    if datatype == "BOOL" and not all(isinstance(x, bool) for x in _flatten(data)):
+        raise BadRequest(f"input {name!r}: BOOL data must be true or false")
+    if arr.size != count:
+        raise BadRequest(f"input {name!r}: shape {list(shape)} needs {count} elements, 'data' has {arr.size}")
+    return arr.reshape(shape)
+
+
+def decode_request(body: bytes, header_length: int | None = None) -> InferRequest:
+    """Parse an inference request; ``header_length`` is the ``Inference-Header-Content-Length``
+    header when the body carries binary tensors."""
+    if header_length is not None and not 0 < header_length <= len(body):
+        raise BadRequest(
+            f"Inference-Header-Content-Length is {header_length} but the body has {len(body)} "
+            "bytes; it must be the length of the JSON header at the start of the body"
+        )
+    header = body if header_length is None else body[:header_length]
+    try:
+        doc = _loads(header)
+    except _JSON_ERRORS as exc:
+        hint = "" if header_length is not None else " (binary tensors need the Inference-Header-Content-Length header)"
+        raise BadRequest(f"the request body is not valid JSON: {exc}{hint}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("the request body must be a JSON object with an 'inputs' list")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise BadRequest("the request needs 'inputs': a non-empty list of tensors")
+    binary = memoryview(body)[header_length:] if header_length is not None else memoryview(b"")
+    offset = 0
+    inputs: dict[str, np.ndarray] = {}
+    for i, t in enumerate(raw_inputs):
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            raise BadRequest(f"inputs[{i}] must be an object with a string 'name'")
+        name = t["name"]
+        if name in inputs:
+            raise BadRequest(f"input {name!r} is given twice")
+        datatype = t.get("datatype")
+        if datatype not in V2_TO_NUMPY:
+            raise BadRequest(f"input {name!r}: 'datatype' is {datatype!r}; use one of {', '.join(V2_TO_NUMPY)}")
+        shape = _shape(t.get("shape"), name)
+        params = t.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is not None:
+            if header_length is None:
+                raise BadRequest(
+                    f"input {name!r} has binary_data_size but the request has no Inference-Header-Content-Length header"
+                )
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise BadRequest(
+                    f"input {name!r}: binary_data_size {size!r} runs past the {len(binary)} "
+                    f"bytes of binary data after offset {offset}"
+                )
+            inputs[name] = _from_binary(binary[offset : offset + size], datatype, shape, name)
+            offset += size
+        elif "data" in t:
+            inputs[name] = _from_json(t["data"], datatype, shape, name)
+        else:
+            raise BadRequest(f"input {name!r} has neither 'data' nor a binary_data_size parameter")
+    if offset != len(binary):
+        raise BadRequest(
+            f"the body has {len(binary)} bytes of binary tensor data but the inputs' "
+            f"binary_data_size add up to {offset}"
+        )
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequest("'parameters' must be a JSON object")
+    return InferRequest(
+        inputs=inputs,
+        id=doc.get("id") if isinstance(doc.get("id"), str) else None,
+        outputs=_requested_outputs(doc.get("outputs")),
+        binary_output=bool(params.get("binary_data_output", False)),
+        parameters=params,
+    )
+
+
+def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise BadRequest("'outputs' must be a list of objects with a 'name'")
+    outs = []
+    for i, o in enumerate(raw):
+        if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+            raise BadRequest(f"outputs[{i}] must be an object with a string 'name'")
+        params = o.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise BadRequest(f"output {o['name']!r}: 'parameters' must be a JSON object")
+        binary = params.get("binary_data")
+        outs.append(RequestedOutput(o["name"], None if binary is None else bool(binary)))
+    return outs
+
+
+def _tensor_bytes(arr: np.ndarray) -> bytes:
+    if arr.dtype == np.object_:
+        parts = []
+        for item in arr.reshape(-1):
+            b = item if isinstance(item, bytes) else str(item).encode()
+            parts.append(struct.pack("<I", len(b)))
+            parts.append(b)
+        return b"".join(parts)
+    return np.ascontiguousarray(arr).tobytes()
+
+
+def _json_data(arr: np.ndarray) -> list:
+    if arr.dtype == np.object_:
+        return [x.decode(errors="replace") if isinstance(x, bytes) else str(x) for x in arr.reshape(-1)]
+    return arr.reshape(-1).tolist()
+
+
+def encode_response(
+    model_name: str,
+    model_version: str,
+    outputs: list[tuple[str, np.ndarray, bool]],
+    request_id: str | None = None,
+) -> tuple[bytes, int | None]:
+    """The response body and, when any output is binary, the JSON header's length (the value of
+    ``Inference-Header-Content-Length``). ``outputs`` are (name, array, binary)."""
+    doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if request_id is not None:
+        doc["id"] = request_id
+    tensors, blobs = [], []
+    for name, arr, binary in outputs:
+        t: dict[str, Any] = {
+            "name": name,
+            "datatype": NUMPY_TO_V2.get(arr.dtype, "BYTES"),
+            "shape": list(arr.shape),
+        }
+        if binary:
+            blob = _tensor_bytes(arr)
+            t["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            t["data"] = _json_data(arr)
+        tensors.append(t)
+    doc["outputs"] = tensors
+    header = _dumps(doc)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)

@@ -1,0 +1,260 @@
+"""Runtime settings: environment variables (how the operator configures the container), each
+overridable by the CLI flag of the same name, validated in one place so that every mistake is
+reported with the variable or flag to change and how.
+
+The table of settings is the contract in ``docs/architecture.md``; keep them in step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid. The message names the env var and flag and the fix."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    field: str
+    env: str
+    flag: str
+    kind: str  # "str", "int", "float", "bool", or "choice"
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("model_path", "MODELDEPLOY_MODEL_PATH", "--model", "str", None,
+            "model file path, or an http(s):// URL downloaded once into the cache dir"),
+    Setting("model_sha256", "MODELDEPLOY_MODEL_SHA256", "--sha256", "str", "",
+            "hex sha256 the model file must have (required for URLs)"),
+    Setting("model_name", "MODELDEPLOY_MODEL_NAME", "--name", "str", None, "served model name"),
+    Setting("model_version", "MODELDEPLOY_MODEL_VERSION", "--version", "str", "1", "served version"),
+    Setting("model_format", "MODELDEPLOY_MODEL_FORMAT", "--format", "choice", "",
+            "model format (default: from the file suffix)", choices=("onnx", "tensorrt")),
+    Setting("backend", "MODELDEPLOY_BACKEND", "--backend", "choice", "",
+            "inference backend (default: from the format)", choices=("onnxruntime", "tensorrt")),
+    Setting("precision", "MODELDEPLOY_PRECISION", "--precision", "choice", "fp32",
+            "TensorRT execution provider precision", choices=("fp32", "fp16", "int8")),
+    Setting("require_gpu", "MODELDEPLOY_REQUIRE_GPU", "--require-gpu", "bool", False,
+            "refuse to start unless a GPU provider really works"),
+    Setting("max_batch_size", "MODELDEPLOY_MAX_BATCH_SIZE", "--max-batch-size", "int", 8,
+            "most requests merged into one batch (1 = no merging)", minimum=1),
+    Setting("max_queue_delay_us", "MODELDEPLOY_MAX_QUEUE_DELAY_US", "--max-queue-delay-us", "int", 0,
+            "longest wait for more requests to fill a batch (0 = greedy)", minimum=0),
+    Setting("max_queue_size", "MODELDEPLOY_MAX_QUEUE_SIZE", "--max-queue-size", "int", 256,
+            "requests waiting at most; past it 503 + Retry-After", minimum=1),
+    Setting("latency_budget_ms", "MODELDEPLOY_LATENCY_BUDGET_MS", "--latency-budget-ms", "float", 0.0,
+            "p95 latency budget checked after warm-up (0 = no gate)", minimum=0),
+    Setting("latency_gate", "MODELDEPLOY_LATENCY_GATE", "--latency-gate", "choice", "enforce",
+            "what an exceeded budget does", choices=("enforce", "warn")),
+    Setting("warmup_requests", "MODELDEPLOY_WARMUP_REQUESTS", "--warmup-requests", "int", 10,
+            "warm-up inferences before ready", minimum=0),
+    Setting("port", "MODELDEPLOY_PORT", "--port", "int", 8080, "HTTP port", minimum=0),
+    Setting("metrics_port", "MODELDEPLOY_METRICS_PORT", "--metrics-port", "int", 0,
+            "a second port serving only /metrics (0 = none)", minimum=0),
+    Setting("host", "MODELDEPLOY_HOST", "--host", "str", "0.0.0.0", "address to listen on"),
+    Setting("auth_token", "MODELDEPLOY_AUTH_TOKEN", "--auth-token", "str", "",
+            "bearer token required on inference and metadata (empty = no auth)"),
+    Setting("termination_log", "MODELDEPLOY_TERMINATION_LOG", "--termination-log", "str",
+            "/dev/termination-log", "where the reason for a failed start is written"),
+    Setting("cache_dir", "MODELDEPLOY_CACHE_DIR", "--cache-dir", "str", "/var/cache/modeldeploy",
+            "downloads and TensorRT engine cache"),
+    Setting("threads", "MODELDEPLOY_THREADS", "--threads", "int", 0,
+            "inference threads (0 = from the cgroup CPU quota)", minimum=0),
+    Setting("max_body_bytes", "MODELDEPLOY_MAX_BODY_BYTES", "--max-body-bytes", "int", 64 * 1024 * 1024,
+            "largest request body; past it 413", minimum=1),
+    Setting("log_level", "MODELDEPLOY_LOG_LEVEL", "--log-level", "choice", "info",
+            "log level", choices=("debug", "info", "warning", "error")),
+)  # fmt: skip
+
+_BY_FIELD = {s.field: s for s in SETTINGS}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    model_path: str
+    model_name: str
+    model_sha256: str = ""
+    model_version: str = "1"
+    model_format: str = "onnx"
+    backend: str = "onnxruntime"
+    precision: str = "fp32"
+    require_gpu: bool = False
+    max_batch_size: int = 8
+    max_queue_delay_us: int = 0
+    max_queue_size: int = 256
+    latency_budget_ms: float = 0.0
+    latency_gate: str = "enforce"
+    warmup_requests: int = 10
+    port: int = 8080
+    metrics_port: int = 0
+    host: str = "0.0.0.0"
+    auth_token: str = ""
+    termination_log: str = "/dev/termination-log"
+    cache_dir: str = "/var/cache/modeldeploy"
+    threads: int = 0
+    max_body_bytes: int = 64 * 1024 * 1024
+    log_level: str = "info"
+
+    @property
+    def is_url(self) -> bool:
+        return self.model_path.startswith(("http://", "https://"))
+
+    def __repr__(self) -> str:  # never print the token
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        if shown["auth_token"]:
+            shown["auth_token"] = "***"
+        return "RuntimeConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+
+def _where(s: Setting) -> str:
+    return f"{s.env} (flag {s.flag})"
+
+
+def _parse(s: Setting, raw: str) -> Any:
+    raw = raw.strip()
+    if s.kind == "str":
+        return raw
+    if s.kind == "bool":
+        low = raw.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ConfigError(f"{_where(s)} is {raw!r}; set it to true or false")
+    if s.kind == "choice":
+        low = raw.lower()
+        if low and low not in s.choices:
+            raise ConfigError(f"{_where(s)} is {raw!r}; set it to one of: {', '.join(s.choices)}")
+        return low
+    try:
+        value = int(raw) if s.kind == "int" else float(raw)
+    except ValueError:
+        what = "a whole number" if s.kind == "int" else "a number"
+        raise ConfigError(f"{_where(s)} is {raw!r}; set it to {what}") from None
+    if s.minimum is not None and value < s.minimum:
+        raise ConfigError(f"{_where(s)} is {raw}; set it to {s.minimum:g} or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modeldeploy-runtime serve",
+        description="Serve one model over the Open Inference Protocol v2 (REST). Every flag can also "
+        "be set by the environment variable shown; the flag wins.",
+    )
+    for s in SETTINGS:
+        if s.kind == "bool":
+            parser.add_argument(
+                s.flag,
+                dest=s.field,
+                nargs="?",
+                const="true",
+                default=None,
+                metavar="BOOL",
+                help=f"{s.help} [env {s.env}]",
+            )
+        else:
+            default = "" if s.default is None else s.default
+            parser.add_argument(
+                s.flag,
+                dest=s.field,
+                default=None,
+                metavar=s.field.upper(),
+                help=f"{s.help} [env {s.env}; default {default!s}]",
+            )
+    return parser
+
+
+def _suffix_format(path: str) -> str | None:
+    tail = path.split("?", 1)[0].lower()
+    if tail.endswith(".onnx"):
+        return "onnx"
+    if tail.endswith((".engine", ".plan")):
+        return "tensorrt"
+    return None
+
+
+def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> RuntimeConfig:
+    """Settings from ``env`` (default ``os.environ``) overridden by ``argv`` flags."""
+    env = os.environ if env is None else env
+    args = build_parser().parse_args(list(argv or []))
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        raw = getattr(args, s.field)
+        if raw is None:
+            raw = env.get(s.env)
+        values[s.field] = s.default if raw is None else _parse(s, str(raw))
+    return validate(values)
+
+
+def validate(values: dict[str, Any]) -> RuntimeConfig:
+    for key in ("model_path", "model_name"):
+        if not values.get(key):
+            raise ConfigError(f"{_where(_BY_FIELD[key])} is not set; {_BY_FIELD[key].help} is required")
+    name = values["model_name"]
+    if "/" in name or name.strip() != name:
+        raise ConfigError(f"{_where(_BY_FIELD['model_name'])} is {name!r}; use a name without '/' or spaces")
+    if "/" in values["model_version"] or not values["model_version"]:
+        raise ConfigError(
+            f"{_where(_BY_FIELD['model_version'])} is {values['model_version']!r}; use a version without '/' such as 1"
+        )
+    for key in ("port", "metrics_port"):
+        if values[key] > 65535:
+            raise ConfigError(f"{_where(_BY_FIELD[key])} is {values[key]}; use a port from 1 to 65535")
+    if values["metrics_port"] and values["metrics_port"] == values["port"]:
+        raise ConfigError(
+            f"{_where(_BY_FIELD['metrics_port'])} equals the HTTP port; "
+            "use another port, or 0 to serve /metrics on the HTTP port only"
+        )
+    path = values["model_path"]
+    is_url = path.startswith(("http://", "https://"))
+    if "://" in path and not is_url:
+        raise ConfigError(f"{_where(_BY_FIELD['model_path'])} is {path!r}; give a file path or an http(s):// URL")
+    sha = values["model_sha256"].lower()
+    if sha and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
+        raise ConfigError(
+            f"{_where(_BY_FIELD['model_sha256'])} is {sha!r}; give 64 hex digits (the output of sha256sum)"
+        )
+    if is_url and not sha:
+        raise ConfigError(
+            f"{_where(_BY_FIELD['model_sha256'])} is required when the model is a URL; "
+            "set it to the file's sha256 (sha256sum FILE)"
+        )
+    values["model_sha256"] = sha
+    fmt = values["model_format"] or _suffix_format(path)
+    if not fmt:
+        raise ConfigError(
+            f"{_where(_BY_FIELD['model_format'])} is not set and {path!r} has no known suffix "
+            "(.onnx, .engine, .plan); set it to onnx or tensorrt"
+        )
+    values["model_format"] = fmt
+    backend = values["backend"] or ("tensorrt" if fmt == "tensorrt" else "onnxruntime")
+    if fmt == "tensorrt" and backend != "tensorrt":
+        raise ConfigError(
+            f"{_where(_BY_FIELD['backend'])} is {backend!r} but the model is a TensorRT "
+            "engine; set it to tensorrt or leave it unset"
+        )
+    if fmt == "onnx" and backend == "tensorrt":
+        raise ConfigError(
+            f"{_where(_BY_FIELD['backend'])} is tensorrt but the model is ONNX; build an engine "
+            "with `modeldeploy optimize`, or set it to onnxruntime (which uses the TensorRT "
+            "execution provider when a GPU is present)"
+        )
+    values["backend"] = backend
+    if values["latency_budget_ms"] > 0 and values["warmup_requests"] < 1:
+        raise ConfigError(
+            f"{_where(_BY_FIELD['warmup_requests'])} is 0 but a latency budget is set; set it to 1 or more "
+            "(the gate measures the warm-up requests), or set MODELDEPLOY_LATENCY_BUDGET_MS to 0"
+        )
+    return RuntimeConfig(**values)

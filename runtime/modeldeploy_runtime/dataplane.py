@@ -1,0 +1,273 @@
+"""The v2 data plane: health, metadata and inference for the one model this server runs.
+
+It knows the backend, the batcher and the metrics, and nothing of HTTP: it takes bytes and names
+and returns bytes or dicts, raising ServingError subclasses that the adapter maps to a status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import __version__
+from .backends.base import NUMPY_TO_V2, Backend, TensorSpec
+from .batching import Batcher
+from .codec import InferRequest, decode_request, decompress, encode_response
+from .errors import BadRequest, InternalError, NotFound, NotReady, ServingError
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "modeldeploy"
+EXTENSIONS = ["binary_tensor_data"]
+
+
+class State(enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    DRAINING = "draining"
+    FAILED = "failed"
+
+
+def _shape_str(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def validate_inputs(model: str, inputs: dict[str, np.ndarray], specs: Sequence[TensorSpec], max_batch_size: int) -> int:
+    """Check a request against the model's inputs; return its rows (1 for unbatched models)."""
+    by_name = {s.name: s for s in specs}
+    for name in inputs:
+        if name not in by_name:
+            raise BadRequest(f"input {name!r} is not an input of model {model!r}; its inputs are: {', '.join(by_name)}")
+    rows = None
+    for spec in specs:
+        arr = inputs.get(spec.name)
+        if arr is None:
+            raise BadRequest(
+                f"input {spec.name!r} is missing; model {model!r} needs it as {spec.datatype} {_shape_str(spec.shape)}"
+            )
+        got = inputs[spec.name]
+        got_type = NUMPY_TO_V2.get(got.dtype, "BYTES")
+        if got_type != spec.datatype:
+            raise BadRequest(f"input {spec.name!r} has datatype {got_type}; model {model!r} expects {spec.datatype}")
+        if len(got.shape) != len(spec.shape) or any(
+            d >= 0 and g != d for g, d in zip(got.shape, spec.shape, strict=False)
+        ):
+            raise BadRequest(
+                f"input {spec.name!r} has shape {_shape_str(got.shape)}; model {model!r} expects "
+                f"{_shape_str(spec.shape)} (-1 = any size)"
+            )
+        if max_batch_size > 0:
+            n = got.shape[0]
+            if n < 1 or n > max_batch_size:
+                raise BadRequest(
+                    f"input {spec.name!r} has batch size {n}; model {model!r} takes 1 to "
+                    f"{max_batch_size} rows per request (MODELDEPLOY_MAX_BATCH_SIZE)"
+                )
+            if rows is not None and n != rows:
+                raise BadRequest(
+                    f"input {spec.name!r} has batch size {n} but other inputs have {rows}; "
+                    "every input needs the same first dimension"
+                )
+            rows = n
+    return rows or 1
+
+
+def select_outputs(model: str, request: InferRequest, specs: Sequence[TensorSpec]) -> list[tuple[str, bool]]:
+    """(name, binary) of the outputs to return, in the order asked (all outputs when none asked)."""
+    if request.outputs is None:
+        return [(s.name, request.binary_output) for s in specs]
+    known = {s.name for s in specs}
+    chosen = []
+    for out in request.outputs:
+        if out.name not in known:
+            raise BadRequest(
+                f"output {out.name!r} is not an output of model {model!r}; "
+                f"its outputs are: {', '.join(s.name for s in specs)}"
+            )
+        chosen.append((out.name, request.binary_output if out.binary is None else out.binary))
+    return chosen
+
+
+def tensor_metadata(specs: Sequence[TensorSpec]) -> list[dict]:
+    return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in specs]
+
+
+class DataPlane:
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        metrics: Metrics,
+        max_queue_delay_s: float = 0.0,
+        max_queue_size: int = 256,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.metrics = metrics
+        self.state = State.LOADING
+        self.backend: Backend | None = None
+        self.batcher: Batcher | None = None
+        self._delay = max_queue_delay_s
+        self._queue = max_queue_size
+        self.inflight = 0  # requests inside infer(); a drain waits for this to reach 0
+
+    # lifecycle -----------------------------------------------------------------------------
+    def attach(self, backend: Backend) -> None:
+        """Start serving a loaded (and warmed) backend."""
+        self.backend = backend
+        self.batcher = Batcher(
+            backend.infer, backend.max_batch_size, self._delay, self._queue, observe=self.metrics.batch_done
+        )
+        self.batcher.start()
+
+    def set_ready(self) -> None:
+        if self.state is State.LOADING:
+            self.state = State.READY
+            self.metrics.ready.set(1)
+
+    def fail(self) -> None:
+        self.state = State.FAILED
+        self.metrics.ready.set(0)
+
+    def drain(self) -> None:
+        """Readiness drops at once and new inference requests are refused (503, retryable);
+        requests already accepted still finish."""
+        self.state = State.DRAINING
+        self.metrics.ready.set(0)
+
+    async def wait_idle(self, timeout_s: float, poll_s: float = 0.01) -> bool:
+        """Wait until no request is in flight; False when ``timeout_s`` passed first."""
+        deadline = time.monotonic() + timeout_s
+        while self.inflight > 0:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(poll_s)
+        return True
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.stop()
+        if self.backend is not None:
+            self.backend.close()
+
+    # health and metadata -------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.state is State.READY
+
+    def check_model(self, name: str, version: str | None) -> None:
+        if name != self.name:
+            raise NotFound(f"model {name!r} is not served here; this server serves {self.name!r}")
+        if version not in (None, "", self.version):
+            raise NotFound(f"model {name!r} has no version {version!r}; this server serves version {self.version}")
+
+    def server_metadata(self) -> dict:
+        return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+
+    def model_ready(self, name: str, version: str | None) -> bool:
+        self.check_model(name, version)
+        return self.ready
+
+    def _loaded(self) -> Backend:
+        if self.backend is None or self.state is State.FAILED:
+            raise NotReady(f"model {self.name!r} is {self.state.value}; retry once /v2/health/ready answers 200")
+        return self.backend
+
+    def model_metadata(self, name: str, version: str | None) -> dict:
+        self.check_model(name, version)
+        backend = self._loaded()
+        info = backend.info
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": info.platform,
+            "inputs": tensor_metadata(backend.inputs),
+            "outputs": tensor_metadata(backend.outputs),
+            "parameters": {
+                "providers": ",".join(info.providers),
+                "device": info.device,
+                "precision": info.precision,
+                "max_batch_size": backend.max_batch_size,
+                **info.extra,
+            },
+        }
+
+    def model_config(self, name: str, version: str | None) -> dict:
+        """A subset of Triton's model configuration, for clients that read batching limits from it."""
+        self.check_model(name, version)
+        backend = self._loaded()
+
+        def dims(specs):
+            cut = 1 if backend.max_batch_size > 0 else 0
+            return [
+                {
+                    "name": s.name,
+                    "data_type": "TYPE_" + ("STRING" if s.datatype == "BYTES" else s.datatype),
+                    "dims": list(s.shape[cut:]),
+                }
+                for s in specs
+            ]
+
+        return {
+            "name": self.name,
+            "platform": backend.info.platform,
+            "max_batch_size": backend.max_batch_size,
+            "input": dims(backend.inputs),
+            "output": dims(backend.outputs),
+            "dynamic_batching": {"max_queue_delay_microseconds": int(self._delay * 1e6)},
+        }
+
+    # inference -----------------------------------------------------------------------------
+    async def infer(
+        self,
+        name: str,
+        version: str | None,
+        body: bytes,
+        header_length: int | None = None,
+        content_encoding: str = "",
+        max_body_bytes: int = 1 << 62,
+        started: float | None = None,
+    ) -> tuple[bytes, int | None]:
+        """Serve one inference request; returns the response body and, for binary responses, its
+        JSON header length. Every outcome is counted."""
+        started = time.perf_counter() if started is None else started
+        inflight = self.metrics.inflight
+        inflight.inc()
+        self.inflight += 1
+        try:
+            result = await self._infer(name, version, body, header_length, content_encoding, max_body_bytes)
+        except ServingError as exc:
+            self.metrics.failure(exc.reason)
+            raise
+        except Exception as exc:
+            log.exception("inference failed")
+            self.metrics.failure("internal")
+            raise InternalError(f"inference failed in the backend: {exc}") from exc
+        finally:
+            inflight.dec()
+            self.inflight -= 1
+        self.metrics.success.inc()
+        self.metrics.request_s.observe(time.perf_counter() - started)
+        return result
+
+    async def _infer(self, name, version, body, header_length, content_encoding, max_body_bytes):
+        self.check_model(name, version)
+        if self.state is not State.READY:
+            if self.state is State.DRAINING:
+                raise NotReady("the server is shutting down; retry on another replica")
+            self._loaded()
+            raise NotReady(f"model {self.name!r} is warming up; retry once /v2/health/ready answers 200")
+        backend = self.backend
+        if content_encoding:
+            body = decompress(body, content_encoding, max_body_bytes)
+        request = decode_request(body, header_length)
+        rows = validate_inputs(self.name, request.inputs, backend.inputs, backend.max_batch_size)
+        wanted = select_outputs(self.name, request, backend.outputs)
+        outputs = await self.batcher.submit(request.inputs, rows)
+        return encode_response(self.name, self.version, [(n, outputs[n], b) for n, b in wanted], request.id)

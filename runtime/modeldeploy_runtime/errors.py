@@ -1,0 +1,92 @@
+"""Every error a request or a start can end in, and the one table that maps them to HTTP status,
+metrics reason and termination-message prefix. Nothing else in the runtime picks a status code."""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """A request failed; the message is sent to the client as is, so it names the tensor or field
+    at fault and what was expected."""
+
+    reason = "internal"
+
+
+class BadRequest(ServingError):
+    reason = "bad_request"
+
+
+class Unauthorized(ServingError):
+    reason = "unauthorized"
+
+
+class NotFound(ServingError):
+    reason = "not_found"
+
+
+class MethodNotAllowed(ServingError):
+    reason = "method_not_allowed"
+
+
+class PayloadTooLarge(ServingError):
+    reason = "too_large"
+
+
+class Overloaded(ServingError):
+    """The queue is full: the client should retry later (``Retry-After``)."""
+
+    reason = "overloaded"
+
+
+class NotReady(ServingError):
+    reason = "not_ready"
+
+
+class InternalError(ServingError):
+    reason = "internal"
+
+
+HTTP_STATUS: dict[type[ServingError], int] = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    MethodNotAllowed: 405,
+    PayloadTooLarge: 413,
+    Overloaded: 503,
+    NotReady: 503,
+    InternalError: 500,
+    ServingError: 500,
+}
+
+
+def http_status(exc: ServingError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500
+
+
+class StartupError(Exception):
+    """The server cannot become ready. Its ``termination_message`` is the one line the operator
+    reads from the container status and classifies by prefix (docs/architecture.md)."""
+
+    prefix = "model load failed"
+
+    @property
+    def termination_message(self) -> str:
+        return f"{self.prefix}: {self}"
+
+
+class ModelLoadFailed(StartupError):
+    prefix = "model load failed"
+
+
+class GpuUnavailable(StartupError):
+    prefix = "gpu unavailable"
+
+
+class LatencyBudgetExceeded(StartupError):
+    prefix = "latency budget exceeded"
+
+
+class InvalidConfiguration(StartupError):
+    prefix = "invalid configuration"

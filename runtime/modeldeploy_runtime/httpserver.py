@@ -1,0 +1,249 @@
+"""A small HTTP/1.1 server on asyncio (uvloop) and httptools' parser.
+
+Measured on the benchmark machine, uvicorn added about 50 us to every request and 0.45 ms to a
+600 KB binary tensor upload (its ASGI body flow pauses reading every 64 KB), against a fixed-cost
+target of 0.5 ms for the whole request. This server does only what the v2 REST API needs:
+keep-alive, Content-Length and chunked request bodies, ``Expect: 100-continue``, pipelined requests
+answered in order, a body size limit enforced from the headers, idle connections closed, and a
+graceful shutdown that lets in-flight requests finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+import httptools
+
+log = logging.getLogger(__name__)
+
+REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 405: b"Method Not Allowed",
+           413: b"Content Too Large", 500: b"Internal Server Error", 503: b"Service Unavailable"}  # fmt: skip
+MAX_PIPELINED = 16  # parsed requests waiting behind the current one before reading pauses
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[bytes, bytes]  # lower-case names
+    body: bytes = b""
+    received: float = 0.0  # perf_counter when the headers were complete
+
+    def header(self, name: bytes) -> bytes | None:
+        return self.headers.get(name)
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: bytes = b"application/json"
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    close: bool = False
+
+    def encode(self, keep_alive: bool) -> bytes:
+        head = [b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
+                % (self.status, REASONS.get(self.status, b"Unknown"), self.content_type, len(self.body))]  # fmt: skip
+        head.extend(b"%s: %s\r\n" % kv for kv in self.headers)
+        if not keep_alive or self.close:
+            head.append(b"connection: close\r\n")
+        head.append(b"\r\n")
+        head.append(self.body)
+        return b"".join(head)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+# Answers a request whose declared body is over the limit, before the body is read.
+TooLarge = Callable[[Request, int], Response]
+
+
+class HttpConnection(asyncio.Protocol):
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.pending: deque[tuple[Request, bool]] = deque()
+        self.busy = False
+        self.closing = False
+        self.paused = False
+        self.last_active = time.monotonic()
+        self._url = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._discard = False
+        self._received = 0.0
+        self._task: asyncio.Task | None = None
+
+    # asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self.server.connections.discard(self)
+        self.closing = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()  # the client is gone: its queued inference is skipped
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, b"protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            self._fail(400, f"malformed HTTP request: {exc}".encode())
+
+    # httptools callbacks ---------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._chunks = []
+        self._size = 0
+        self._discard = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        self._received = time.perf_counter()
+        length = self._headers.get(b"content-length")
+        limit = self.server.max_body
+        if length is not None and length.isdigit() and int(length) > limit:
+            request = self._request(b"")
+            self._discard = True
+            self._reply_now(self.server.too_large(request, int(length)), close=True)
+        elif self._headers.get(b"expect", b"").lower() == b"100-continue" and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self._discard:
+            return
+        self._size += len(body)
+        if self._size > self.server.max_body:  # chunked bodies have no length up front
+            self._discard = True
+            self._reply_now(self.server.too_large(self._request(b""), self._size), close=True)
+            return
+        self._chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._discard or self.closing:
+            return
+        chunks = self._chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
+        self.pending.append((self._request(body), self.parser.should_keep_alive()))
+        if not self.busy:
+            self._next()
+        elif len(self.pending) >= MAX_PIPELINED and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    # serving ---------------------------------------------------------------------------------
+    def _request(self, body: bytes) -> Request:
+        raw = self._url.split(b"?", 1)[0].decode("latin-1")
+        path = unquote(raw) if "%" in raw else raw
+        method = self.parser.get_method().decode("latin-1")
+        return Request(method, path, self._headers, body, self._received)
+
+    def _next(self) -> None:
+        if not self.pending or self.closing:
+            return
+        if self.paused and len(self.pending) < MAX_PIPELINED // 2:
+            self.paused = False
+            self.transport.resume_reading()
+        request, keep_alive = self.pending.popleft()
+        self.busy = True
+        self._task = asyncio.ensure_future(self._serve(request, keep_alive))
+
+    async def _serve(self, request: Request, keep_alive: bool) -> None:
+        try:
+            response = await self.server.handler(request)
+        except asyncio.CancelledError:
+            return
+        except Exception:  # the handler maps expected errors itself; this is a bug
+            log.exception("unhandled error serving %s %s", request.method, request.path)
+            response = Response(500, b'{"error":"internal server error"}')
+        self.busy = False
+        self._task = None
+        self.last_active = time.monotonic()
+        keep_alive = keep_alive and not self.server.stopping
+        self._write(response, keep_alive)
+        if keep_alive and not response.close:
+            self._next()
+
+    def _write(self, response: Response, keep_alive: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(response.encode(keep_alive))
+        if not keep_alive or response.close:
+            self.closing = True
+            self.transport.close()
+
+    def _reply_now(self, response: Response, close: bool) -> None:
+        """Answer before the request is complete (a body over the limit), then close."""
+        self.pending.clear()
+        if self._task is not None:
+            self._task.cancel()
+        response.close = close
+        self._write(response, keep_alive=False)
+
+    def _fail(self, status: int, message: bytes) -> None:
+        body = b'{"error":"%s"}' % message.replace(b'"', b"'")
+        self._reply_now(Response(status, body), close=True)
+
+    def shutdown(self) -> None:
+        """Close now when idle; otherwise after the current response."""
+        if not self.busy and not self.pending and self.transport is not None:
+            self.closing = True
+            self.transport.close()
+
+
+class HttpServer:
+    def __init__(self, handler: Handler, too_large: TooLarge, max_body: int, idle_timeout_s: float = 65.0):
+        self.handler = handler
+        self.too_large = too_large
+        self.max_body = max_body
+        self.idle_timeout_s = idle_timeout_s
+        self.connections: set[HttpConnection] = set()
+        self.stopping = False
+        self._server: asyncio.base_events.Server | None = None
+        self._sweeper: asyncio.Task | None = None
+
+    async def start(self, sock) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: HttpConnection(self), sock=sock, backlog=2048)
+        self._sweeper = asyncio.ensure_future(self._sweep())
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(min(5.0, self.idle_timeout_s))
+            cutoff = time.monotonic() - self.idle_timeout_s
+            for conn in list(self.connections):
+                if not conn.busy and not conn.pending and conn.last_active < cutoff:
+                    conn.shutdown()
+
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Stop accepting, close idle connections, wait for in-flight requests to be answered."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self.connections and (deadline is None or time.monotonic() < deadline):
+            for conn in list(self.connections):
+                conn.shutdown()
+            await asyncio.sleep(0.02)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()

@@ -1,0 +1,201 @@
+"""The server's life: listen at once (so liveness answers while the model loads), load and warm
+the model off the event loop, pass the latency gate, become ready; on SIGTERM drop readiness at
+once, let in-flight requests finish, stop.
+
+A start that cannot succeed writes one line to the termination log and exits non-zero, so the
+operator can tell the user why (docs/architecture.md, "Termination message").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+
+from .app import App
+from .backends import load_backend
+from .backends.base import Backend, BackendError, GpuUnavailableError
+from .config import RuntimeConfig
+from .cpu import default_threads
+from .dataplane import DataPlane
+from .errors import GpuUnavailable, InvalidConfiguration, ModelLoadFailed, StartupError
+from .fetch import resolve_model
+from .httpserver import HttpServer
+from .metrics import Metrics
+from .warmup import check_latency_gate, run_warmup, write_termination_message
+
+log = logging.getLogger("modeldeploy_runtime")
+
+# The GIL is handed between the event loop and the inference thread at most every switch interval
+# when both want it; the default 5 ms would add up to 5 ms to a request whose result is ready.
+SWITCH_INTERVAL_S = 0.0005
+# Kubernetes kills the pod 30 s after SIGTERM by default; in-flight requests get most of that.
+DRAIN_TIMEOUT_S = 25
+
+
+def load_model(config: RuntimeConfig, threads: int) -> tuple[Backend, float | None]:
+    """Fetch, load, warm up and gate the model. Runs on a loader thread; raises StartupError."""
+    t0 = time.perf_counter()
+    path = resolve_model(config.model_path, config.model_sha256, config.cache_dir)
+    try:
+        backend = load_backend(config, path, threads=threads)
+    except GpuUnavailableError as exc:
+        raise GpuUnavailable(str(exc)) from exc
+    except BackendError as exc:
+        raise ModelLoadFailed(str(exc)) from exc
+    log.info(
+        "model %s loaded from %s in %.2f s: platform %s, providers %s, max batch %d",
+        config.model_name,
+        path,
+        time.perf_counter() - t0,
+        backend.info.platform,
+        ",".join(backend.info.providers),
+        backend.max_batch_size,
+    )
+    try:
+        latencies = run_warmup(backend, config.warmup_requests)
+    except Exception as exc:
+        backend.close()
+        raise ModelLoadFailed(f"warm-up inference failed: {exc}") from exc
+    try:
+        p95 = check_latency_gate(latencies, config.latency_budget_ms, config.latency_gate)
+    except StartupError:
+        backend.close()
+        raise
+    return backend, p95
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise InvalidConfiguration(
+            f"cannot listen on {host}:{port} ({exc.strerror}); set MODELDEPLOY_PORT to a free port"
+        ) from exc
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def _load_in_thread(config: RuntimeConfig, threads: int):
+    """Run load_model on a daemon thread, so a SIGTERM during a long download need not wait for it."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(result, error) -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(result)
+
+    def target():
+        try:
+            result = load_model(config, threads)
+        except BaseException as exc:  # delivered to the loop, which decides
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=target, name="model-loader", daemon=True).start()
+    return await future
+
+
+async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> int:
+    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    threads = config.threads or default_threads()
+    dataplane = DataPlane(
+        config.model_name, config.model_version, metrics, config.max_queue_delay_us / 1e6, config.max_queue_size
+    )
+    app = App(dataplane, config.auth_token, config.max_body_bytes)
+    http = HttpServer(app, app.too_large, config.max_body_bytes)
+    stop = asyncio.Event()
+
+    def on_signal(signame: str) -> None:
+        if not stop.is_set():
+            log.info("%s: readiness off, finishing in-flight requests", signame)
+        dataplane.drain()  # readiness drops before anything else happens
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    await http.start(sock)
+    loading = asyncio.ensure_future(_load_in_thread(config, threads))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({stopping, loading}, return_when=asyncio.FIRST_COMPLETED)
+    if not loading.done():
+        log.info("stopped before the model was ready")
+        await http.stop(timeout_s=5)
+        return 0
+    try:
+        backend, _ = loading.result()
+    except StartupError as exc:
+        dataplane.fail()
+        log.error("%s", exc.termination_message)
+        write_termination_message(config.termination_log, exc.termination_message)
+        await http.stop(timeout_s=1)
+        return 1
+    dataplane.attach(backend)
+    if metrics.enable_gpu():
+        log.info("GPU metrics from NVML enabled")
+    gc.collect()
+    gc.freeze()  # the model and libraries stay: later collections need not scan them
+    dataplane.set_ready()
+    log.info(
+        "ready: model %s version %s on port %d, %d inference threads, %.2f s after start",
+        config.model_name,
+        config.model_version,
+        sock.getsockname()[1],
+        threads,
+        time.perf_counter() - started,
+    )
+    await stopping
+    if not await dataplane.wait_idle(DRAIN_TIMEOUT_S):
+        log.warning("requests still in flight after %d s; stopping anyway", DRAIN_TIMEOUT_S)
+    await http.stop(timeout_s=5)
+    dataplane.close()
+    log.info("stopped")
+    return 0
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def serve(config: RuntimeConfig) -> int:
+    configure_logging(config.log_level)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    try:
+        sock = bind(config.host, config.port)
+    except StartupError as exc:
+        log.error("%s", exc.termination_message)
+        write_termination_message(config.termination_log, exc.termination_message)
+        return 1
+    metrics = Metrics(config.model_name)
+    if config.metrics_port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(config.metrics_port, addr=config.host, registry=metrics.registry)
+        except OSError as exc:
+            message = (
+                f"invalid configuration: cannot serve metrics on {config.host}:{config.metrics_port} "
+                f"({exc.strerror}); set MODELDEPLOY_METRICS_PORT to a free port, or 0"
+            )
+            log.error("%s", message)
+            write_termination_message(config.termination_log, message)
+            return 1
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - not on Windows
+        return asyncio.run(run(config, sock, metrics))
+    return uvloop.run(run(config, sock, metrics))

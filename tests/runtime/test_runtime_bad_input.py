@@ -1,0 +1,151 @@
+"""Every kind of bad request gets a 4xx whose message names the tensor or field, and the server
+keeps serving after each."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import urllib.request
+
+import numpy as np
+import pytest
+from runtime_helpers import start_server
+
+MAX_BODY = 100_000
+
+
+@pytest.fixture(scope="module")
+def server(models, tmp_path_factory):
+    s = start_server(tmp_path_factory.mktemp("bad"), models["two_inputs"], "two", MAX_BATCH_SIZE=4,
+                     MAX_BODY_BYTES=MAX_BODY)  # fmt: skip
+    yield s
+    s.stop()
+
+
+def post(server, path: str, body: bytes, headers: dict | None = None) -> tuple[int, dict, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("POST", path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        raw = resp.read()
+        return resp.status, dict(resp.getheaders()), json.loads(raw) if raw else {}
+    finally:
+        conn.close()
+
+
+def tensor(name, datatype="FP32", shape=(1, 3), data=None):
+    if data is None:
+        data = [1] * int(np.prod(shape))
+    return {"name": name, "datatype": datatype, "shape": list(shape), "data": data}
+
+
+def good_inputs(rows=1):
+    return [tensor("a", shape=(rows, 3)), tensor("b", shape=(rows, 3)), tensor("n", "INT64", (rows, 1))]
+
+
+def infer_json(server, doc, path="/v2/models/two/infer"):
+    return post(server, path, json.dumps(doc).encode())
+
+
+CASES = [
+    ("malformed JSON", b'{"inputs": [', {}, 400, ["not valid JSON"]),
+    ("missing input", {"inputs": good_inputs()[:2]}, {}, 400, ["'n'", "missing", "INT64"]),
+    ("extra input", {"inputs": [*good_inputs(), tensor("c")]}, {}, 400, ["'c'", "not an input", "a, b, n"]),
+    ("wrong datatype", {"inputs": [tensor("a", "INT32"), *good_inputs()[1:]]}, {}, 400, ["'a'", "INT32", "FP32"]),
+    ("wrong shape", {"inputs": [tensor("a", shape=(1, 4)), *good_inputs()[1:]]}, {}, 400,
+     ["'a'", "[1, 4]", "[-1, 3]"]),
+    ("wrong rank", {"inputs": [tensor("a", shape=(3,)), *good_inputs()[1:]]}, {}, 400, ["'a'", "[3]"]),
+    ("data length", {"inputs": [tensor("a", data=[1, 2]), *good_inputs()[1:]]}, {}, 400, ["'a'", "3 elements", "2"]),
+    ("batch mismatch", {"inputs": [tensor("a", shape=(2, 3)), *good_inputs()[1:]]}, {}, 400,
+     ["batch size", "same first dimension"]),
+    ("batch too large", {"inputs": good_inputs(rows=5)}, {}, 400, ["batch size 5", "1 to 4"]),
+    ("unknown output", {"inputs": good_inputs(), "outputs": [{"name": "zzz"}]}, {}, 400, ["'zzz'", "sum, count"]),
+    ("unknown datatype", {"inputs": [tensor("a", "FLOAT32"), *good_inputs()[1:]]}, {}, 400, ["'a'", "FLOAT32"]),
+    ("no inputs", {"outputs": []}, {}, 400, ["'inputs'"]),
+    ("bad binary header value", {"inputs": good_inputs()}, {"Inference-Header-Content-Length": "abc"}, 400,
+     ["Inference-Header-Content-Length", "'abc'"]),
+    ("binary header past the body", {"inputs": good_inputs()}, {"Inference-Header-Content-Length": "999999"}, 400,
+     ["Inference-Header-Content-Length", "999999"]),
+    ("binary size mismatch", "binary-short", {}, 400, ["'a'", "12 bytes", "8"]),
+    ("unsupported encoding", {"inputs": good_inputs()}, {"Content-Encoding": "br"}, 400, ["'br'"]),
+]  # fmt: skip
+
+
+def _body(doc) -> tuple[bytes, dict]:
+    if doc == "binary-short":
+        head = json.dumps({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 3],
+                                       "parameters": {"binary_data_size": 8}}]}).encode()  # fmt: skip
+        return head + b"\0" * 8, {"Inference-Header-Content-Length": str(len(head))}
+    return (doc if isinstance(doc, bytes) else json.dumps(doc).encode()), {}
+
+
+@pytest.mark.parametrize(("case", "doc", "headers", "status", "words"), CASES, ids=[c[0] for c in CASES])
+def test_bad_request_is_rejected_with_a_clear_message(server, case, doc, headers, status, words):
+    body, extra = _body(doc)
+    code, _, reply = post(server, "/v2/models/two/infer", body, {**extra, **headers})
+    assert code == status, reply
+    for word in words:
+        assert word in reply["error"], (word, reply["error"])
+    # and the server goes on serving
+    code, _, reply = infer_json(server, {"inputs": good_inputs()})
+    assert code == 200, reply
+    assert reply["outputs"][0]["data"] == [2.0, 2.0, 2.0] and reply["outputs"][1]["data"] == [2]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "words"),
+    [("/v2/models/other/infer", 404, ["'other'", "'two'"]), ("/v2/models/two/versions/9/infer", 404, ["'9'"]),
+     ("/v2/models/two/explode", 404, ["/v2/models/two/explode"]), ("/v3/anything", 404, ["/v2"])],
+)  # fmt: skip
+def test_unknown_model_version_or_path(server, path, status, words):
+    code, _, reply = infer_json(server, {"inputs": good_inputs()}, path)
+    assert code == status
+    for word in words:
+        assert word in reply["error"]
+
+
+def test_wrong_method_is_405(server):
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(server.base + "/v2/models/two/infer", timeout=10)
+    assert err.value.code == 405 and "POST" in json.loads(err.value.read())["error"]
+
+
+def test_body_over_the_limit_is_413_without_reading_it(server):
+    body = json.dumps({"inputs": [tensor("a", shape=(1, 3), data=[1.0, 2.0, 3.0])], "pad": "x" * MAX_BODY}).encode()
+    code, headers, reply = post(server, "/v2/models/two/infer", body)
+    assert code == 413
+    assert "MODELDEPLOY_MAX_BODY_BYTES" in reply["error"] and str(MAX_BODY) in reply["error"]
+    assert infer_json(server, {"inputs": good_inputs()})[0] == 200
+
+
+def test_chunked_body_over_the_limit_is_413(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    chunks = (b"x" * 20_000 for _ in range(10))
+    try:
+        conn.request("POST", "/v2/models/two/infer", body=chunks, encode_chunked=True)
+        resp = conn.getresponse()
+        assert resp.status == 413
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server may close before the client has finished sending; the status is checked below
+    finally:
+        conn.close()
+    assert infer_json(server, {"inputs": good_inputs()})[0] == 200
+
+
+def test_malformed_http_is_400(server):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"GARBAGE / NOT-HTTP\r\n\r\n")
+        assert s.recv(1000).startswith(b"HTTP/1.1 400")
+    assert infer_json(server, {"inputs": good_inputs()})[0] == 200
+
+
+def test_failures_are_counted_by_reason(server):
+    infer_json(server, {"inputs": good_inputs()[:1]})
+    with urllib.request.urlopen(server.base + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    found = re.search(r'modeldeploy_inference_requests_total\{model="two",outcome="failure",reason="bad_request"\} (\S+)',
+                      text)  # fmt: skip
+    assert found and float(found.group(1)) >= 1

@@ -1,0 +1,167 @@
+"""v2 request and response bodies: JSON and the binary tensor data extension."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from modeldeploy_runtime.codec import decode_request, decompress, encode_response
+from modeldeploy_runtime.errors import BadRequest, PayloadTooLarge
+
+
+def binary_body(tensors: list[tuple[str, str, list[int], bytes]], extra: dict | None = None) -> tuple[bytes, int]:
+    header = {
+        "inputs": [
+            {"name": n, "datatype": dt, "shape": shape, "parameters": {"binary_data_size": len(raw)}}
+            for n, dt, shape, raw in tensors
+        ],
+        **(extra or {}),
+    }
+    head = json.dumps(header).encode()
+    return head + b"".join(raw for *_, raw in tensors), len(head)
+
+
+def test_json_tensor_flat_and_nested_data():
+    for data in ([1, 2, 3, 4, 5, 6], [[1, 2, 3], [4, 5, 6]]):
+        body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": data}]})
+        req = decode_request(body.encode())
+        np.testing.assert_array_equal(req.inputs["x"], np.arange(1, 7, dtype=np.float32).reshape(2, 3))
+        assert req.inputs["x"].dtype == np.float32
+
+
+def test_binary_tensors_are_read_in_order():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.array([[7], [8]], dtype=np.int64)
+    body, n = binary_body([("a", "FP32", [2, 3], a.tobytes()), ("b", "INT64", [2, 1], b.tobytes())])
+    req = decode_request(body, n)
+    np.testing.assert_array_equal(req.inputs["a"], a)
+    np.testing.assert_array_equal(req.inputs["b"], b)
+
+
+def test_bytes_tensors_json_and_binary():
+    raw = b"".join(struct.pack("<I", len(s)) + s for s in (b"hi", b"", b"there", b"x"))
+    body, n = binary_body([("t", "BYTES", [2, 2], raw)])
+    assert decode_request(body, n).inputs["t"].tolist() == [[b"hi", b""], [b"there", b"x"]]
+    body = json.dumps({"inputs": [{"name": "t", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]}]})
+    assert decode_request(body.encode()).inputs["t"].tolist() == [b"a", b"b"]
+
+
+def test_request_options():
+    body = json.dumps(
+        {
+            "id": "r1",
+            "inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [1]}],
+            "outputs": [{"name": "y", "parameters": {"binary_data": True}}, {"name": "z"}],
+            "parameters": {"binary_data_output": False},
+        }
+    )
+    req = decode_request(body.encode())
+    assert req.id == "r1"
+    assert [(o.name, o.binary) for o in req.outputs] == [("y", True), ("z", None)]
+    assert req.binary_output is False
+
+
+@pytest.mark.parametrize(
+    ("body", "header_length", "words"),
+    [
+        (b"{not json", None, ["not valid JSON"]),
+        (b"[1, 2]", None, ["JSON object"]),
+        (b'{"inputs": []}', None, ["'inputs'"]),
+        (b'{"inputs": [{"datatype": "FP32"}]}', None, ["inputs[0]", "'name'"]),
+        (b'{"inputs": [{"name": "x", "datatype": "FLOAT", "shape": [1], "data": [1]}]}', None, ["'x'", "FLOAT"]),
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1], "data": [1]}]}', None, ["'x'", "shape"]),
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1]}]}', None, ["'x'", "2 elements"]),
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": ["a"]}]}', None, ["'x'", "FP32"]),
+        (b'{"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [300]}]}', None, ["'x'", "UINT8"]),
+        (b'{"inputs": [{"name": "x", "datatype": "BOOL", "shape": [1], "data": [3]}]}', None, ["'x'", "true or false"]),
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}]}', None, ["'x'", "neither 'data'"]),
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [[1], [2, 3]]}]}', None, ["'x'"]),
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]},'
+         b' {"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}', None, ["'x'", "twice"]),
+    ],
+)  # fmt: skip
+def test_malformed_json_requests_name_the_problem(body, header_length, words):
+    with pytest.raises(BadRequest) as err:
+        decode_request(body, header_length)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_binary_size_not_matching_shape():
+    body, n = binary_body([("x", "FP32", [2, 3], b"\0" * 20)])
+    with pytest.raises(BadRequest, match=r"'x'.*24 bytes.*20"):
+        decode_request(body, n)
+
+
+def test_binary_data_beyond_declared_sizes():
+    body, n = binary_body([("x", "FP32", [1], b"\0" * 4)])
+    with pytest.raises(BadRequest, match="add up to 4"):
+        decode_request(body + b"extra", n)
+
+
+def test_binary_size_past_the_end():
+    head = json.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [4], "parameters": {"binary_data_size": 16}}]}
+    ).encode()
+    with pytest.raises(BadRequest, match="'x'.*runs past"):
+        decode_request(head + b"\0" * 8, len(head))
+
+
+@pytest.mark.parametrize("header_length", [0, 10_000])
+def test_header_length_outside_the_body(header_length):
+    with pytest.raises(BadRequest, match="Inference-Header-Content-Length"):
+        decode_request(b'{"inputs": []}', header_length)
+
+
+def test_binary_size_without_header_length():
+    body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 4}}]}'
+    with pytest.raises(BadRequest, match="Inference-Header-Content-Length"):
+        decode_request(body)
+
+
+def test_truncated_bytes_element():
+    body, n = binary_body([("t", "BYTES", [1], struct.pack("<I", 10) + b"abc")])
+    with pytest.raises(BadRequest, match="'t'.*10 bytes"):
+        decode_request(body, n)
+
+
+def test_json_response():
+    y = np.array([[1.5, 2.5]], dtype=np.float32)
+    body, header_length = encode_response("m", "1", [("y", y, False)], "r1")
+    assert header_length is None
+    doc = json.loads(body)
+    assert doc == {
+        "model_name": "m",
+        "model_version": "1",
+        "id": "r1",
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [1, 2], "data": [1.5, 2.5]}],
+    }
+
+
+def test_binary_response_mixed_with_json():
+    y = np.arange(4, dtype=np.int64).reshape(2, 2)
+    s = np.array([b"ab", b"c"], dtype=object)
+    body, n = encode_response("m", "1", [("y", y, True), ("s", s, True), ("z", y, False)])
+    doc = json.loads(body[:n])
+    sizes = [o.get("parameters", {}).get("binary_data_size") for o in doc["outputs"]]
+    assert sizes == [32, 4 + 2 + 4 + 1, None]
+    assert doc["outputs"][2]["data"] == [0, 1, 2, 3]
+    blob = body[n:]
+    np.testing.assert_array_equal(np.frombuffer(blob[:32], dtype=np.int64).reshape(2, 2), y)
+    assert blob[32:] == struct.pack("<I", 2) + b"ab" + struct.pack("<I", 1) + b"c"
+
+
+def test_decompress_gzip_and_deflate_within_limit():
+    raw = b'{"inputs": []}' * 100
+    assert decompress(gzip.compress(raw), "gzip", 10_000) == raw
+    assert decompress(zlib.compress(raw), "deflate", 10_000) == raw
+    with pytest.raises(PayloadTooLarge, match="limit"):
+        decompress(gzip.compress(raw), "gzip", 100)
+    with pytest.raises(BadRequest, match="br"):
+        decompress(raw, "br", 10_000)
+    with pytest.raises(BadRequest, match="gzip"):
+        decompress(b"not gzip", "gzip", 10_000)

@@ -1,0 +1,80 @@
+"""Settings from environment variables and flags, and the messages that name what to fix."""
+
+from __future__ import annotations
+
+import pytest
+from modeldeploy_runtime.config import ConfigError, load_config
+
+BASE = {"MODELDEPLOY_MODEL_PATH": "/models/resnet.onnx", "MODELDEPLOY_MODEL_NAME": "resnet"}
+
+
+def test_defaults_match_the_contract():
+    config = load_config([], BASE)
+    assert (config.model_format, config.backend, config.precision) == ("onnx", "onnxruntime", "fp32")
+    assert (config.max_batch_size, config.max_queue_delay_us, config.max_queue_size) == (8, 0, 256)
+    assert (config.port, config.metrics_port, config.threads) == (8080, 0, 0)
+    assert config.termination_log == "/dev/termination-log"
+    assert config.cache_dir == "/var/cache/modeldeploy"
+    assert config.max_body_bytes == 67108864
+    assert (config.latency_budget_ms, config.latency_gate, config.warmup_requests) == (0.0, "enforce", 10)
+    assert config.model_version == "1" and not config.require_gpu and config.auth_token == ""
+
+
+def test_flags_override_environment():
+    env = {**BASE, "MODELDEPLOY_PORT": "9000", "MODELDEPLOY_MAX_BATCH_SIZE": "4"}
+    config = load_config(["--port", "9100", "--require-gpu"], env)
+    assert config.port == 9100
+    assert config.max_batch_size == 4
+    assert config.require_gpu is True
+
+
+@pytest.mark.parametrize(
+    ("path", "fmt", "backend"),
+    [("/m/model.onnx", "onnx", "onnxruntime"), ("/m/model.engine", "tensorrt", "tensorrt"),
+     ("/m/model.plan", "tensorrt", "tensorrt")],
+)  # fmt: skip
+def test_format_and_backend_follow_the_suffix(path, fmt, backend):
+    config = load_config([], {**BASE, "MODELDEPLOY_MODEL_PATH": path})
+    assert (config.model_format, config.backend) == (fmt, backend)
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"MODELDEPLOY_MODEL_PATH": ""}, ["MODELDEPLOY_MODEL_PATH", "--model"]),
+        ({"MODELDEPLOY_MODEL_NAME": ""}, ["MODELDEPLOY_MODEL_NAME", "--name"]),
+        ({"MODELDEPLOY_MAX_BATCH_SIZE": "eight"}, ["MODELDEPLOY_MAX_BATCH_SIZE", "whole number"]),
+        ({"MODELDEPLOY_MAX_BATCH_SIZE": "0"}, ["MODELDEPLOY_MAX_BATCH_SIZE", "1 or more"]),
+        ({"MODELDEPLOY_PORT": "70000"}, ["MODELDEPLOY_PORT", "65535"]),
+        ({"MODELDEPLOY_PRECISION": "fp8"}, ["MODELDEPLOY_PRECISION", "fp32, fp16, int8"]),
+        ({"MODELDEPLOY_LATENCY_GATE": "maybe"}, ["MODELDEPLOY_LATENCY_GATE", "enforce, warn"]),
+        ({"MODELDEPLOY_REQUIRE_GPU": "perhaps"}, ["MODELDEPLOY_REQUIRE_GPU", "true or false"]),
+        ({"MODELDEPLOY_LATENCY_BUDGET_MS": "-1"}, ["MODELDEPLOY_LATENCY_BUDGET_MS", "0 or more"]),
+        ({"MODELDEPLOY_MODEL_PATH": "https://h/m.onnx"}, ["MODELDEPLOY_MODEL_SHA256", "required"]),
+        ({"MODELDEPLOY_MODEL_SHA256": "abc"}, ["MODELDEPLOY_MODEL_SHA256", "64 hex digits"]),
+        ({"MODELDEPLOY_MODEL_PATH": "s3://b/m.onnx"}, ["MODELDEPLOY_MODEL_PATH", "http(s)://"]),
+        ({"MODELDEPLOY_MODEL_PATH": "/m/model.bin"}, ["MODELDEPLOY_MODEL_FORMAT", "onnx or tensorrt"]),
+        ({"MODELDEPLOY_BACKEND": "tensorrt"}, ["MODELDEPLOY_BACKEND", "modeldeploy optimize"]),
+        ({"MODELDEPLOY_MODEL_NAME": "a/b"}, ["MODELDEPLOY_MODEL_NAME", "'/'"]),
+        ({"MODELDEPLOY_METRICS_PORT": "8080"}, ["MODELDEPLOY_METRICS_PORT", "another port"]),
+        ({"MODELDEPLOY_LATENCY_BUDGET_MS": "50", "MODELDEPLOY_WARMUP_REQUESTS": "0"},
+         ["MODELDEPLOY_WARMUP_REQUESTS", "1 or more"]),
+    ],
+)  # fmt: skip
+def test_invalid_settings_name_the_variable_and_the_fix(env, names):
+    with pytest.raises(ConfigError) as err:
+        load_config([], {**BASE, **env})
+    for name in names:
+        assert name in str(err.value)
+
+
+def test_url_with_sha256_is_accepted_and_lowercased():
+    sha = "AB" * 32
+    config = load_config([], {**BASE, "MODELDEPLOY_MODEL_PATH": "https://h/m.onnx", "MODELDEPLOY_MODEL_SHA256": sha})
+    assert config.is_url and config.model_sha256 == sha.lower()
+
+
+def test_repr_hides_the_token():
+    config = load_config(["--auth-token", "s3cret"], BASE)
+    assert "s3cret" not in repr(config)
+    assert config.auth_token == "s3cret"

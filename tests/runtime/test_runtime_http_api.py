@@ -1,0 +1,138 @@
+"""The v2 REST API over real HTTP, with the real tritonclient (JSON and binary)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import threading
+import urllib.request
+
+import numpy as np
+import pytest
+
+httpclient = pytest.importorskip("tritonclient.http")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client(affine_server):
+    c = httpclient.InferenceServerClient(affine_server.url, network_timeout=30)
+    yield c
+    c.close()
+
+
+def infer(client, x: np.ndarray, binary_in: bool, binary_out: bool | None, **kwargs):
+    inp = httpclient.InferInput("x", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary_in)
+    outputs = None if binary_out is None else [httpclient.InferRequestedOutput("y", binary_data=binary_out)]
+    return client.infer("affine", [inp], outputs=outputs, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("binary_in", "binary_out"), [(False, False), (True, True), (False, True), (True, False), (True, None)]
+)
+def test_tritonclient_infer_json_and_binary(client, binary_in, binary_out):
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    result = infer(client, x, binary_in, binary_out, request_id="req-1")
+    np.testing.assert_array_equal(result.as_numpy("y"), 2 * x + 1)
+    response = result.get_response()
+    assert response["model_name"] == "affine" and response["id"] == "req-1"
+
+
+def test_tritonclient_compressed_request(client):
+    x = np.ones((1, 4), dtype=np.float32)
+    result = infer(client, x, True, True, request_compression_algorithm="gzip")
+    np.testing.assert_array_equal(result.as_numpy("y"), np.full((1, 4), 3.0))
+
+
+def test_tritonclient_versioned_infer(client):
+    inp = httpclient.InferInput("x", [1, 4], "FP32")
+    inp.set_data_from_numpy(np.zeros((1, 4), dtype=np.float32))
+    assert client.infer("affine", [inp], model_version="1").as_numpy("y").tolist() == [[1.0] * 4]
+    with pytest.raises(InferenceServerException, match="no version '7'"):
+        client.infer("affine", [inp], model_version="7")
+
+
+def test_tritonclient_health_and_metadata(client):
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("affine") and client.is_model_ready("affine", "1")
+    assert client.get_server_metadata()["extensions"] == ["binary_tensor_data"]
+    meta = client.get_model_metadata("affine")
+    assert meta["name"] == "affine" and meta["versions"] == ["1"]
+    assert meta["platform"] == "onnxruntime_onnx"
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["outputs"] == [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["parameters"]["providers"] == "CPUExecutionProvider"
+    assert meta["parameters"]["device"] == "cpu"
+    config = client.get_model_config("affine")
+    assert config["max_batch_size"] == 4 and config["input"][0]["dims"] == [4]
+
+
+def test_unknown_model_is_404_naming_it(client):
+    with pytest.raises(InferenceServerException, match="'nope' is not served here"):
+        client.get_model_metadata("nope")
+
+
+def test_concurrent_requests_each_get_their_own_rows(client, affine_server):
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            c = httpclient.InferenceServerClient(affine_server.url, network_timeout=30)
+            for j in range(10):
+                x = np.full((1 + (i + j) % 3, 4), float(i * 100 + j), dtype=np.float32)
+                y = infer(c, x, True, True).as_numpy("y")
+                if not np.array_equal(y, 2 * x + 1):
+                    raise AssertionError(f"worker {i} request {j} got {y.tolist()} for {x.tolist()}")
+            results[i] = y
+            c.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(results) == 8
+
+
+def test_metrics_use_the_contract_names(client, affine_server):
+    infer(client, np.zeros((1, 4), dtype=np.float32), True, True)
+    with urllib.request.urlopen(affine_server.base + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    for name in (
+        "modeldeploy_inference_requests_total",
+        "modeldeploy_request_duration_seconds_bucket",
+        "modeldeploy_queue_duration_seconds_bucket",
+        "modeldeploy_compute_duration_seconds_bucket",
+        "modeldeploy_batch_size_bucket",
+        "modeldeploy_inflight_requests",
+    ):
+        assert f"{name}{{" in text, name
+    assert 'modeldeploy_model_ready{model="affine"} 1.0' in text
+    ok = re.search(r'modeldeploy_inference_requests_total\{model="affine",outcome="success",reason=""\} (\S+)', text)
+    assert ok and float(ok.group(1)) >= 1
+    assert "modeldeploy_gpu_utilization_ratio" not in text  # no GPU here
+
+
+def test_raw_json_request_and_response(affine_server):
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
+    req = urllib.request.Request(affine_server.base + "/v2/models/affine/infer", data=body.encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.headers["Content-Type"] == "application/json"
+        doc = json.loads(resp.read())
+    assert doc["outputs"] == [{"name": "y", "datatype": "FP32", "shape": [1, 4], "data": [3.0, 5.0, 7.0, 9.0]}]
+
+
+def test_raw_gzip_body(affine_server):
+    body = gzip.compress(json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                                 "data": [0, 0, 0, 0]}]}).encode())  # fmt: skip
+    req = urllib.request.Request(
+        affine_server.base + "/v2/models/affine/infer", data=body, method="POST", headers={"Content-Encoding": "gzip"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert json.loads(resp.read())["outputs"][0]["data"] == [1.0] * 4

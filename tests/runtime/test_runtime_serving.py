@@ -1,0 +1,142 @@
+"""Serving behaviour over real HTTP: auth, dynamic batching, unbatched and BYTES models, backpressure."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+httpclient = pytest.importorskip("tritonclient.http")
+from runtime_helpers import post, slow_request  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+TOKEN = "s3cret-token"
+
+
+def get(server, path: str, headers: dict | None = None) -> int:
+    req = urllib.request.Request(server.base + path, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def metric(server, name: str) -> float:
+    with urllib.request.urlopen(server.base + "/metrics", timeout=10) as resp:
+        found = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", resp.read().decode(), re.M)
+    assert found, name
+    return float(found.group(1))
+
+
+def test_auth_guards_inference_and_metadata_but_not_health(server_factory, models):
+    server = server_factory(models["affine"], "m", AUTH_TOKEN=TOKEN)
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/m/ready", "/metrics"):
+        assert get(server, path) == 200, path
+    for path in ("/v2", "/v2/models/m", "/v2/models/m/config"):
+        assert get(server, path) == 401, path
+        assert get(server, path, {"Authorization": "Bearer wrong"}) == 401, path
+        assert get(server, path, good) == 200, path
+    client = httpclient.InferenceServerClient(server.url)
+    inp = httpclient.InferInput("x", [1, 4], "FP32")
+    inp.set_data_from_numpy(np.zeros((1, 4), dtype=np.float32))
+    with pytest.raises(InferenceServerException, match="Authorization: Bearer"):
+        client.infer("m", [inp])
+    with pytest.raises(InferenceServerException, match="Authorization: Bearer"):
+        client.infer("m", [inp], headers={"Authorization": TOKEN})  # the scheme is required
+    assert client.infer("m", [inp], headers=good).as_numpy("y").tolist() == [[1.0] * 4]
+    client.close()
+    assert (
+        metric(server, 'modeldeploy_inference_requests_total{model="m",outcome="failure",reason="unauthorized"}') >= 2
+    )
+
+
+def test_unauthorized_answer_names_the_scheme(server_factory, models):
+    server = server_factory(models["affine"], "m", AUTH_TOKEN=TOKEN)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(server.base + "/v2/models/m", timeout=10)
+    assert err.value.code == 401
+    assert err.value.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "MODELDEPLOY_AUTH_TOKEN" in json.loads(err.value.read())["error"]
+
+
+def test_queue_delay_merges_concurrent_requests(server_factory, models):
+    server = server_factory(models["affine"], "m", MAX_BATCH_SIZE=8, MAX_QUEUE_DELAY_US=300_000)
+    outputs: dict[int, np.ndarray] = {}
+
+    def call(i: int) -> None:
+        client = httpclient.InferenceServerClient(server.url, network_timeout=30)
+        inp = httpclient.InferInput("x", [1, 4], "FP32")
+        inp.set_data_from_numpy(np.full((1, 4), float(i), dtype=np.float32))
+        outputs[i] = client.infer("m", [inp]).as_numpy("y")
+        client.close()
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert {i: o.tolist() for i, o in outputs.items()} == {i: [[2.0 * i + 1] * 4] for i in range(4)}
+    batches = metric(server, 'modeldeploy_batch_size_count{model="m"}')
+    rows = metric(server, 'modeldeploy_batch_size_sum{model="m"}')
+    assert rows == 4 and batches < 4  # at least two of the four shared a batch
+
+
+def test_model_without_batch_dimension_is_served_unbatched(server_factory, models):
+    server = server_factory(models["fixed"], "m", MAX_BATCH_SIZE=8)
+    client = httpclient.InferenceServerClient(server.url)
+    meta = client.get_model_metadata("m")
+    assert meta["inputs"][0]["shape"] == [2, 3] and meta["parameters"]["max_batch_size"] == 0
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    inp = httpclient.InferInput("x", [2, 3], "FP32")
+    inp.set_data_from_numpy(x)
+    np.testing.assert_array_equal(client.infer("m", [inp]).as_numpy("y"), x.T)
+    bad = httpclient.InferInput("x", [1, 2, 3], "FP32")
+    bad.set_data_from_numpy(x.reshape(1, 2, 3))
+    with pytest.raises(InferenceServerException, match=r"'x' has shape \[1, 2, 3\]"):
+        client.infer("m", [bad])
+    client.close()
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_bytes_tensors_round_trip(server_factory, models, binary):
+    server = server_factory(models["strings"], "m")
+    client = httpclient.InferenceServerClient(server.url)
+    text = np.array([["héllo", ""], ["a b", "z"]], dtype=object)
+    inp = httpclient.InferInput("text", [2, 2], "BYTES")
+    inp.set_data_from_numpy(text, binary_data=binary)
+    out = client.infer("m", [inp], outputs=[httpclient.InferRequestedOutput("same", binary_data=binary)])
+    got = out.as_numpy("same")
+    decoded = [[v.decode() if isinstance(v, bytes) else v for v in row] for row in got.tolist()]
+    assert decoded == text.tolist()
+    client.close()
+
+
+def test_full_queue_answers_503_with_retry_after(server_factory, models):
+    server = server_factory(models["slow"], "m", MAX_BATCH_SIZE=1, MAX_QUEUE_SIZE=1)
+    body, headers = slow_request(rows=384)
+    statuses: list[tuple[int, dict]] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        result = post(server, body, headers)
+        with lock:
+            statuses.append(result)
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    codes = sorted(code for code, _ in statuses)
+    assert len(codes) == 6 and codes[0] == 200 and codes[-1] == 503, codes
+    refused = [h for code, h in statuses if code == 503]
+    assert all(h.get("retry-after") == "1" for h in refused)
+    assert post(server, *slow_request(rows=1))[0] == 200  # serving again once the queue drained
+    assert metric(server, 'modeldeploy_inference_requests_total{model="m",outcome="failure",reason="overloaded"}') >= 1
