@@ -1,0 +1,393 @@
+"""The ModelDeployment API: spec and status as pydantic models.
+
+These models are the source of truth: the CRD in `crds/` is generated from them (`crd.py`), the
+descriptions become `kubectl explain`, and the operator parses every resource through them.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "modeldeploy.dev"
+VERSION = "v1alpha1"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+SINGULAR = "modeldeployment"
+SHORT_NAMES = ["mdep"]
+
+# Free-form Kubernetes objects (affinity, tolerations, env, HPA behavior) are passed through as
+# written; the API server validates them when the child is applied.
+PRESERVE = {"x-kubernetes-preserve-unknown-fields": True, "type": "object"}
+INT_OR_STRING = {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class StrEnum(str, enum.Enum):
+    def __str__(self) -> str:
+        return self.value
+
+
+class ModelFormat(StrEnum):
+    ONNX = "onnx"
+    TENSORRT = "tensorrt"
+
+
+class Backend(StrEnum):
+    ONNXRUNTIME = "onnxruntime"
+    TENSORRT = "tensorrt"
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+class LatencyGate(StrEnum):
+    ENFORCE = "enforce"
+    WARN = "warn"
+
+
+class ModelSource(Model):
+    uri: str = Field(
+        description=(
+            "Where the model file is. `pvc://CLAIM/path/in/claim` mounts a PersistentVolumeClaim read-only; "
+            "`file:///path` or `/path` is a path inside the runtime image; `https://...` (or `http://`) is "
+            "downloaded once per pod and checked against `sha256`."
+        ),
+        pattern=r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|file:///.+|/.+|https?://.+)$",
+        max_length=2048,
+    )
+    sha256: str | None = Field(
+        default=None,
+        description="Hex SHA-256 of the model file. Required for http(s) URIs; checked before serving.",
+        pattern=r"^[a-f0-9]{64}$",
+    )
+    format: ModelFormat = Field(
+        default=ModelFormat.ONNX,
+        description="`onnx` for an ONNX model, `tensorrt` for a serialized TensorRT engine (GPU only).",
+    )
+    name: str | None = Field(
+        default=None,
+        description="Name the model is served under in the v2 API (`/v2/models/NAME`). Defaults to the resource name.",
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$",
+    )
+    version: str = Field(default="1", description="Version served in the v2 API.", pattern=r"^[a-zA-Z0-9_.-]{1,32}$")
+
+
+class Batching(Model):
+    max_batch_size: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="Most requests merged into one batch (Triton's max_batch_size). 1 disables batching.",
+    )
+    max_queue_delay_microseconds: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Longest time a request waits for others to join its batch. 0 batches greedily: whatever is "
+            "queued when the model is free, so a lone request never waits."
+        ),
+    )
+    max_queue_size: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Requests queued per pod before the server answers 503 with Retry-After.",
+    )
+
+
+class LatencyBudget(Model):
+    p95_milliseconds: float = Field(
+        default=0,
+        ge=0,
+        description=(
+            "p95 inference latency the model must meet after warm-up before the pod becomes ready. "
+            "0 disables the gate. A pod that misses it exits with `latency budget exceeded`, which the "
+            "operator treats as a failed rollout."
+        ),
+    )
+    warmup_requests: int = Field(default=10, ge=0, le=10_000, description="Warm-up inferences run before ready.")
+    gate: LatencyGate = Field(
+        default=LatencyGate.ENFORCE,
+        description="`enforce`: a missed budget stops the pod. `warn`: log it and serve anyway.",
+    )
+
+
+class CacheVolume(Model):
+    claim_name: str | None = Field(
+        default=None,
+        description=(
+            "PersistentVolumeClaim for the download and TensorRT engine cache, so restarts do not download "
+            "or rebuild. An emptyDir when unset."
+        ),
+        pattern=DNS_SUBDOMAIN,
+    )
+
+
+class Runtime(Model):
+    image: str | None = Field(
+        default=None,
+        description="Runtime image. Defaults to the operator's configured runtime image.",
+        min_length=1,
+    )
+    image_pull_policy: str | None = Field(
+        default=None,
+        description="Always, IfNotPresent or Never.",
+        json_schema_extra={"enum": ["Always", "IfNotPresent", "Never"]},
+    )
+    image_pull_secrets: list[str] = Field(default_factory=list, description="Names of Secrets used to pull the image.")
+    backend: Backend | None = Field(
+        default=None,
+        description="`onnxruntime` or `tensorrt`. Defaults to `onnxruntime` for ONNX models, `tensorrt` for engines.",
+    )
+    precision: Precision = Field(
+        default=Precision.FP32,
+        description=(
+            "fp32, fp16 or int8: precision of the TensorRT execution provider when an ONNX model runs on a GPU. "
+            "Engines carry their own precision. For INT8 on CPU, quantize the model with `modeldeploy optimize`."
+        ),
+    )
+    batching: Batching = Field(default_factory=Batching, description="Dynamic batching.")
+    latency_budget: LatencyBudget = Field(
+        default_factory=LatencyBudget, description="Warm-up and the readiness latency gate."
+    )
+    threads: int = Field(
+        default=0, ge=0, le=256, description="Inference threads per pod; 0 sizes them from the CPU limit."
+    )
+    cache: CacheVolume = Field(default_factory=CacheVolume, description="Cache volume for downloads and engines.")
+    env: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Extra environment variables for the runtime container (Kubernetes EnvVar objects).",
+        json_schema_extra={"items": PRESERVE},
+    )
+
+
+class Resources(Model):
+    gpu: int = Field(default=1, ge=0, le=16, description="NVIDIA GPUs per pod (`nvidia.com/gpu`). 0 serves on CPU.")
+    gpu_product: str | None = Field(
+        default=None,
+        description=(
+            "GPU model to schedule on, as NVIDIA GPU Feature Discovery labels nodes (`nvidia.com/gpu.product`), "
+            "e.g. `NVIDIA-A100-SXM4-80GB`. See `kubectl get nodes -L nvidia.com/gpu.product`."
+        ),
+        max_length=63,
+        pattern=LABEL_VALUE,
+    )
+    requests: dict[str, str] = Field(
+        default_factory=dict,
+        description="CPU and memory requests, e.g. `{cpu: '2', memory: 4Gi}`.",
+        json_schema_extra={"additionalProperties": {"type": "string", "pattern": QUANTITY}},
+    )
+    limits: dict[str, str] = Field(
+        default_factory=dict,
+        description="CPU and memory limits. The GPU limit comes from `gpu`.",
+        json_schema_extra={"additionalProperties": {"type": "string", "pattern": QUANTITY}},
+    )
+
+
+class Scheduling(Model):
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Extra node selector labels.")
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description=(
+            "Pod tolerations. When GPUs are requested, a toleration for the `nvidia.com/gpu` taint is added "
+            "unless one is given here."
+        ),
+        json_schema_extra={"items": PRESERVE},
+    )
+    affinity: dict[str, Any] | None = Field(
+        default=None, description="Pod affinity (Kubernetes Affinity).", json_schema_extra=PRESERVE
+    )
+    priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")
+
+
+class PodsMetric(Model):
+    name: str = Field(
+        description="Per-pod metric name served by a metrics adapter, e.g. `modeldeploy_inflight_requests`."
+    )
+    target_average_value: str = Field(
+        description="Target average per pod, as a quantity, e.g. `4` or `500m`.", pattern=QUANTITY
+    )
+
+
+class Autoscaling(Model):
+    enabled: bool = Field(default=False, description="Create a HorizontalPodAutoscaler; `replicas` is then ignored.")
+    min_replicas: int = Field(default=1, ge=1, description="Fewest replicas.")
+    max_replicas: int = Field(default=4, ge=1, description="Most replicas.")
+    target_cpu_utilization_percentage: int | None = Field(
+        default=None, ge=1, le=1000, description="Average CPU utilisation to hold; needs `resources.requests.cpu`."
+    )
+    metrics: list[PodsMetric] = Field(default_factory=list, description="Custom per-pod metrics to scale on.")
+    behavior: dict[str, Any] | None = Field(
+        default=None,
+        description="HPA scaling behavior (scaleUp / scaleDown policies), passed through.",
+        json_schema_extra=PRESERVE,
+    )
+
+
+class NetworkPolicySpec(Model):
+    enabled: bool = Field(
+        default=True, description="Create a NetworkPolicy that denies all ingress but the sources below."
+    )
+    allow_from: list[dict[str, Any]] | None = Field(
+        default=None,
+        description=(
+            "Who may call the model: NetworkPolicyPeer objects (podSelector, namespaceSelector, ipBlock). "
+            "Unset: pods of the same namespace. Empty list: nobody."
+        ),
+        json_schema_extra={"items": PRESERVE},
+    )
+    allow_metrics_from: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Who may scrape the metrics port (NetworkPolicyPeer objects), e.g. the Prometheus namespace.",
+        json_schema_extra={"items": PRESERVE},
+    )
+
+
+class Auth(Model):
+    secret_name: str = Field(
+        description="Secret holding the bearer token clients must send.", pattern=DNS_SUBDOMAIN, max_length=253
+    )
+    secret_key: str = Field(
+        default="token", description="Key of the token in the Secret.", pattern=r"^[-._a-zA-Z0-9]+$"
+    )
+
+
+class Rollout(Model):
+    max_surge: int | str = Field(
+        default=0,
+        description="Extra pods during a rollout. 0 (default) never asks for more GPUs than the steady state.",
+        json_schema_extra=INT_OR_STRING,
+    )
+    max_unavailable: int | str = Field(
+        default=1, description="Pods that may be unavailable during a rollout.", json_schema_extra=INT_OR_STRING
+    )
+    progress_deadline_seconds: int = Field(
+        default=600, ge=1, description="Seconds a rollout may make no progress before it counts as failed."
+    )
+    auto_rollback: bool = Field(
+        default=True, description="Restore the last known good revision automatically when a rollout fails."
+    )
+    crash_loop_restarts: int = Field(
+        default=3,
+        ge=1,
+        description="Restarts of a new pod in CrashLoopBackOff after which the rollout counts as failed.",
+    )
+    paused: bool = Field(
+        default=False, description="Pause the rollout (no new pods are rolled out, no rollback decided)."
+    )
+
+
+class DisruptionBudget(Model):
+    enabled: bool = Field(default=True, description="Create a PodDisruptionBudget.")
+    max_unavailable: int | str | None = Field(
+        default=None, description="Pods that may be evicted at once. Defaults to 1.", json_schema_extra=INT_OR_STRING
+    )
+    min_available: int | str | None = Field(
+        default=None, description="Pods that must stay (instead of maxUnavailable).", json_schema_extra=INT_OR_STRING
+    )
+
+
+class ModelDeploymentSpec(Model):
+    model: ModelSource = Field(description="The model to serve.")
+    runtime: Runtime = Field(default_factory=Runtime, description="The serving runtime.")
+    replicas: int = Field(default=1, ge=0, description="Pods when autoscaling is off.")
+    resources: Resources = Field(default_factory=Resources, description="GPUs, CPU and memory per pod.")
+    scheduling: Scheduling = Field(default_factory=Scheduling, description="Where pods may run.")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="Horizontal autoscaling.")
+    network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec, description="Ingress restrictions.")
+    auth: Auth | None = Field(default=None, description="Bearer-token authentication of inference requests.")
+    rollout: Rollout = Field(default_factory=Rollout, description="Rollout strategy and automatic rollback.")
+    pod_disruption_budget: DisruptionBudget = Field(
+        default_factory=DisruptionBudget, description="Voluntary disruptions."
+    )
+
+    @property
+    def backend(self) -> Backend:
+        if self.runtime.backend is not None:
+            return self.runtime.backend
+        return Backend.TENSORRT if self.model.format == ModelFormat.TENSORRT else Backend.ONNXRUNTIME
+
+
+# ---- status -------------------------------------------------------------------------------------
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+
+
+class Condition(Model):
+    type: str = Field(description="Ready, Progressing, Degraded or RolledBack.")
+    status: str = Field(description="True, False or Unknown.", json_schema_extra={"enum": ["True", "False", "Unknown"]})
+    reason: str = Field(default="", description="CamelCase reason.")
+    message: str = Field(default="", description="What happened and, for failures, how to fix it.")
+    last_transition_time: str | None = Field(default=None, description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(default=None, description="Generation this condition was computed for.")
+
+
+class KnownGood(Model):
+    revision: int = Field(description="Deployment revision that rolled out successfully.")
+    generation: int = Field(description="Generation of this resource that produced it.")
+    template_hash: str = Field(description="Hash of the pod template as the operator rendered it.")
+    pod_template_hash: str = Field(
+        description=(
+            "The `pod-template-hash` of its ReplicaSet. A rollback restores that ReplicaSet's pod template, "
+            "so it survives operator restarts without keeping a copy here."
+        )
+    )
+    time: str = Field(description="When it became known good.")
+
+
+class RollbackRecord(Model):
+    failed_generation: int = Field(description="Generation whose rollout failed.")
+    failed_revision: int | None = Field(default=None, description="Deployment revision that failed.")
+    restored_revision: int | None = Field(default=None, description="Revision restored (the last known good one).")
+    reason: str = Field(description="Why the rollout failed, e.g. CrashLoopBackOff, LatencyBudgetExceeded.")
+    message: str = Field(default="", description="Details, e.g. the runtime's termination message.")
+    pod: str | None = Field(default=None, description="The failing pod.")
+    time: str = Field(description="When the failure was detected.")
+    rolled_back: bool = Field(description="Whether the last known good template was restored.")
+    retry_token: str | None = Field(
+        default=None, description="Value of the modeldeploy.dev/retry annotation when this was decided."
+    )
+
+
+class ModelDeploymentStatus(Model):
+    observed_generation: int | None = Field(default=None, description="Generation last reconciled.")
+    phase: Phase | None = Field(
+        default=None, description="Pending, Progressing, Ready, Degraded, RolledBack or Failed."
+    )
+    conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded, RolledBack.")
+    replicas: int | None = Field(default=None, description="Pods of every revision.")
+    ready_replicas: int | None = Field(default=None, description="Ready pods.")
+    updated_replicas: int | None = Field(default=None, description="Pods of the current template.")
+    available_replicas: int | None = Field(default=None, description="Available pods.")
+    ready: str | None = Field(default=None, description="Ready over desired pods, e.g. 2/3.")
+    selector: str | None = Field(default=None, description="Label selector of the pods (scale subresource).")
+    revision: int | None = Field(default=None, description="Deployment revision being rolled out or served.")
+    endpoint: str | None = Field(default=None, description="In-cluster URL of the v2 API.")
+    model_name: str | None = Field(default=None, description="Served model name.")
+    last_known_good: KnownGood | None = Field(
+        default=None, description="The last revision that rolled out successfully."
+    )
+    rollback: RollbackRecord | None = Field(default=None, description="The last failed rollout and what was done.")
+    rollback_count: int = Field(default=0, description="Rollbacks performed over the life of this resource.")
