@@ -1,0 +1,202 @@
+"""The Deployment that runs the model: one `runtime` container configured through MODELDEPLOY_* env
+(see docs/architecture.md), hardened, probed on the v2 health endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlparse
+
+from .. import api, naming
+from .common import Settings, Target, object_meta
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+RUNTIME_UID = 1000
+MODELS_VOLUME = "models"
+
+
+def model_location(spec: api.ModelSource) -> tuple[str, dict[str, Any] | None]:
+    """Where the runtime finds the model, and the volume to mount for it (PVC URIs only)."""
+    uri = spec.uri
+    if uri.startswith("pvc://"):
+        claim, _, path = uri[len("pvc://") :].partition("/")
+        volume = {"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        return f"{naming.MODELS_MOUNT}/{path}", volume
+    if uri.startswith("file://"):
+        return urlparse(uri).path, None
+    return uri, None  # an absolute path in the image, or an http(s) URL the runtime downloads
+
+
+def runtime_env(target: Target) -> list[dict[str, Any]]:
+    spec = target.spec
+    runtime = spec.runtime
+    path, _ = model_location(spec.model)
+    values = {
+        "MODELDEPLOY_MODEL_PATH": path,
+        "MODELDEPLOY_MODEL_SHA256": spec.model.sha256 or "",
+        "MODELDEPLOY_MODEL_NAME": target.model_name,
+        "MODELDEPLOY_MODEL_VERSION": spec.model.version,
+        "MODELDEPLOY_MODEL_FORMAT": spec.model.format.value,
+        "MODELDEPLOY_BACKEND": spec.backend.value,
+        "MODELDEPLOY_PRECISION": runtime.precision.value,
+        "MODELDEPLOY_REQUIRE_GPU": "true" if spec.resources.gpu > 0 else "false",
+        "MODELDEPLOY_MAX_BATCH_SIZE": str(runtime.batching.max_batch_size),
+        "MODELDEPLOY_MAX_QUEUE_DELAY_US": str(runtime.batching.max_queue_delay_microseconds),
+        "MODELDEPLOY_MAX_QUEUE_SIZE": str(runtime.batching.max_queue_size),
+        "MODELDEPLOY_LATENCY_BUDGET_MS": f"{runtime.latency_budget.p95_milliseconds:g}",
+        "MODELDEPLOY_LATENCY_GATE": runtime.latency_budget.gate.value,
+        "MODELDEPLOY_WARMUP_REQUESTS": str(runtime.latency_budget.warmup_requests),
+        "MODELDEPLOY_THREADS": str(runtime.threads),
+        "MODELDEPLOY_PORT": str(naming.HTTP_PORT),
+        "MODELDEPLOY_METRICS_PORT": str(naming.METRICS_PORT),
+        "MODELDEPLOY_CACHE_DIR": naming.CACHE_MOUNT,
+    }
+    # An empty value is dropped by the API server; rendering it would look like drift forever.
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values.items() if v]
+    if spec.auth is not None:
+        env.append(
+            {
+                "name": "MODELDEPLOY_AUTH_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": spec.auth.secret_name, "key": spec.auth.secret_key}},
+            }
+        )
+    return env + list(runtime.env)
+
+
+def container_resources(spec: api.ModelDeploymentSpec) -> dict[str, Any]:
+    resources: dict[str, Any] = {}
+    requests = dict(spec.resources.requests)
+    limits = dict(spec.resources.limits)
+    if spec.resources.gpu > 0:
+        limits[GPU_RESOURCE] = str(spec.resources.gpu)
+    if requests:
+        resources["requests"] = requests
+    if limits:
+        resources["limits"] = limits
+    return resources
+
+
+def http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def render_container(target: Target, settings: Settings) -> dict[str, Any]:
+    runtime = target.spec.runtime
+    container: dict[str, Any] = {
+        "name": naming.CONTAINER_NAME,
+        "image": runtime.image or settings.runtime_image,
+        "args": ["serve"],
+        "ports": [
+            {"name": "http", "containerPort": naming.HTTP_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": naming.METRICS_PORT, "protocol": "TCP"},
+        ],
+        "env": runtime_env(target),
+        "resources": container_resources(target.spec),
+        "readinessProbe": http_probe("/v2/health/ready", period=5, failures=3),
+        "livenessProbe": http_probe("/v2/health/live", period=10, failures=3),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "cache", "mountPath": naming.CACHE_MOUNT},
+        ],
+    }
+    if runtime.image_pull_policy:
+        container["imagePullPolicy"] = runtime.image_pull_policy
+    _, model_volume = model_location(target.spec.model)
+    if model_volume is not None:
+        container["volumeMounts"].append({"name": MODELS_VOLUME, "mountPath": naming.MODELS_MOUNT, "readOnly": True})
+    return container
+
+
+def render_pod_template(target: Target, settings: Settings) -> dict[str, Any]:
+    spec = target.spec
+    scheduling = spec.scheduling
+    cache_volume: dict[str, Any] = (
+        {"name": "cache", "persistentVolumeClaim": {"claimName": spec.runtime.cache.claim_name}}
+        if spec.runtime.cache.claim_name
+        else {"name": "cache", "emptyDir": {}}
+    )
+    volumes = [{"name": "tmp", "emptyDir": {}}, cache_volume]
+    _, model_volume = model_location(spec.model)
+    if model_volume is not None:
+        volumes.append(model_volume)
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,  # the runtime never talks to the API
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+            "fsGroup": RUNTIME_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [render_container(target, settings)],
+        "volumes": volumes,
+    }
+    node_selector = dict(scheduling.node_selector)
+    if spec.resources.gpu_product:
+        node_selector[GPU_PRODUCT_LABEL] = spec.resources.gpu_product
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    tolerations = list(scheduling.tolerations)
+    if spec.resources.gpu > 0 and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    if tolerations:
+        pod["tolerations"] = tolerations
+    if scheduling.affinity:
+        pod["affinity"] = scheduling.affinity
+    if scheduling.priority_class_name:
+        pod["priorityClassName"] = scheduling.priority_class_name
+    if spec.runtime.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in spec.runtime.image_pull_secrets]
+    return {
+        "metadata": {
+            "labels": naming.common_labels(target.name),
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(naming.METRICS_PORT),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": pod,
+    }
+
+
+def render_deployment(target: Target, settings: Settings, pod_template: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`pod_template` replaces the one rendered from the spec: that is how a rollback restores the
+    last known good revision while the user's spec stays as written."""
+    spec = target.spec
+    rollout = spec.rollout
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": naming.selector_labels(target.name)},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": rollout.max_surge, "maxUnavailable": rollout.max_unavailable},
+        },
+        "progressDeadlineSeconds": rollout.progress_deadline_seconds,
+        "revisionHistoryLimit": 10,
+        "template": pod_template if pod_template is not None else render_pod_template(target, settings),
+    }
+    if rollout.paused:
+        deployment_spec["paused"] = True
+    if not spec.autoscaling.enabled:  # with an HPA, replicas belong to it
+        deployment_spec["replicas"] = spec.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": object_meta(target),
+        "spec": deployment_spec,
+    }

@@ -1,0 +1,33 @@
+"""Ingress to the model pods: only the declared callers on the inference port, only the declared
+scrapers on the metrics port, nothing else (NetworkPolicies are additive allow-lists)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import naming
+from .common import Target, object_meta
+
+SAME_NAMESPACE = [{"podSelector": {}}]
+
+
+def render_network_policy(target: Target) -> dict[str, Any] | None:
+    policy = target.spec.network_policy
+    if not policy.enabled:
+        return None
+    callers = SAME_NAMESPACE if policy.allow_from is None else policy.allow_from
+    ingress = []
+    if callers:
+        ingress.append({"from": callers, "ports": [{"protocol": "TCP", "port": "http"}]})
+    if policy.allow_metrics_from:
+        ingress.append({"from": policy.allow_metrics_from, "ports": [{"protocol": "TCP", "port": "metrics"}]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": object_meta(target),
+        "spec": {
+            "podSelector": {"matchLabels": naming.selector_labels(target.name)},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    }

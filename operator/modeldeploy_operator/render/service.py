@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from typing import Any
+
+from .. import naming
+from .common import Target, object_meta
+
+
+def render_service(target: Target) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(target),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": naming.selector_labels(target.name),
+            "ports": [
+                {"name": "http", "port": naming.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "metrics", "port": naming.METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
