@@ -1,0 +1,56 @@
+"""Does a live child still match what we would apply? Pure.
+
+Two checks, because each misses what the other catches:
+- the spec-hash annotation changes whenever the rendered manifest changes, including fields we
+  stopped setting (which server-side apply then removes);
+- a subset comparison of the rendered manifest against the live object finds hand edits of fields
+  we set (the annotation does not change when someone runs `kubectl edit`). The live object has
+  server defaults and other managers' fields on top, hence subset, not equality.
+"""
+
+from __future__ import annotations
+
+import copy
+from decimal import Decimal
+from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
+
+from . import naming
+
+
+def with_spec_hash(manifest: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(manifest)
+    annotations = out["metadata"].setdefault("annotations", {})
+    annotations[naming.SPEC_HASH_ANNOTATION] = naming.content_hash(manifest)
+    return out
+
+
+def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
+    if live is None:
+        return True
+    want = desired["metadata"].get("annotations", {}).get(naming.SPEC_HASH_ANNOTATION)
+    have = (live["metadata"].get("annotations") or {}).get(naming.SPEC_HASH_ANNOTATION)
+    return want != have or not is_subset(desired, live)
+
+
+def _same_quantity(a: str, b: str) -> bool:
+    # The API server canonicalises quantities ("1000m" is stored as "1", "2048Mi" as "2Gi").
+    try:
+        return Decimal(parse_quantity(a)) == Decimal(parse_quantity(b))
+    except (ValueError, ArithmeticError):
+        return False
+
+
+def is_subset(desired: Any, live: Any) -> bool:
+    if isinstance(desired, dict):
+        if not isinstance(live, dict):
+            return False
+        return all(k in live and is_subset(v, live[k]) for k, v in desired.items() if v is not None)
+    if isinstance(desired, list):
+        if not isinstance(live, list) or len(desired) != len(live):
+            return False
+        return all(is_subset(d, v) for d, v in zip(desired, live, strict=True))
+    if desired == live:
+        return True
+    return isinstance(desired, str) and isinstance(live, str) and _same_quantity(desired, live)

@@ -1,0 +1,208 @@
+"""One reconcile of one ModelDeployment: validate, render, apply what differs, observe the rollout,
+decide (known good / roll back), write status if it changed. Create, update, resume, the timer and
+child events all end here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pydantic
+from kubernetes.client.exceptions import ApiException
+
+from . import api, metrics, naming
+from .drift import with_spec_hash
+from .kube import Kube, now_rfc3339
+from .observe import ABSENT, observe_rollout, replicaset_template
+from .render import Settings, Target, render_children, render_deployment, render_pod_template
+from .rollback import Action, Decision, assess_rollout, decide_rollback, is_pinned
+from .status import Observed, compute_status, status_to_dict, transitions
+from .validation import Problem, check_auth_secret, validate_spec
+
+log = logging.getLogger(__name__)
+
+# A first condition in its good state is no news; every later change of a condition is an Event.
+QUIET_FIRST = {("Degraded", "False"), ("RolledBack", "False"), ("Ready", "False"), ("Progressing", "True")}
+
+
+@dataclass(frozen=True)
+class Result:
+    status_written: bool
+    decision: Decision | None
+
+
+def parse_spec(raw: dict[str, Any]) -> tuple[api.ModelDeploymentSpec | None, list[Problem]]:
+    try:
+        return api.ModelDeploymentSpec.model_validate(raw), []
+    except pydantic.ValidationError as exc:
+        return None, [Problem(".".join(str(p) for p in ("spec", *e["loc"])), e["msg"]) for e in exc.errors()]
+
+
+def parse_status(raw: dict[str, Any] | None) -> api.ModelDeploymentStatus:
+    try:
+        return api.ModelDeploymentStatus.model_validate(raw or {})
+    except pydantic.ValidationError:
+        log.warning("ignoring an unreadable status: %s", raw)
+        return api.ModelDeploymentStatus()
+
+
+def reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Result | None:
+    started = time.perf_counter()
+    try:
+        result = _reconcile(kube, settings, namespace, name)
+        metrics.RECONCILES.labels(result="ok").inc()
+        return result
+    except ApiException as exc:
+        if exc.status == 403 and "NamespaceTerminating" in (exc.body or ""):
+            log.debug("%s/%s: namespace is being deleted; nothing to reconcile", namespace, name)
+            return None
+        metrics.RECONCILES.labels(result="error").inc()
+        raise
+    except Exception:
+        metrics.RECONCILES.labels(result="error").inc()
+        raise
+    finally:
+        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+
+
+def _validate(
+    kube: Kube, namespace: str, raw_spec: dict[str, Any]
+) -> tuple[api.ModelDeploymentSpec | None, list[Problem]]:
+    spec, problems = parse_spec(raw_spec)
+    if spec is not None:
+        problems += validate_spec(spec)
+        if spec.auth is not None and not problems:
+            problems += check_auth_secret(spec.auth, kube.get("v1", "Secret", namespace, spec.auth.secret_name))
+    return spec, problems
+
+
+def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Result | None:
+    # Always read the resource fresh: a cached body may predate our own last status write.
+    body = kube.get_model_deployment(namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    meta = body["metadata"]
+    generation = int(meta.get("generation") or 1)
+    retry_token = (meta.get("annotations") or {}).get(naming.RETRY_ANNOTATION)
+    previous = parse_status(body.get("status"))
+    spec, problems = _validate(kube, namespace, body.get("spec") or {})
+    selector = naming.selector_string(name)
+    replicasets = kube.list("apps/v1", "ReplicaSet", namespace, selector)
+    pods = kube.list("v1", "Pod", namespace, selector)
+    known_good = previous.last_known_good
+    observed = Observed(
+        name=name,
+        namespace=namespace,
+        generation=generation,
+        model_name=(spec.model.name if spec is not None else None) or name,
+        state=ABSENT,
+        assessment=assess_rollout(ABSENT, 1),
+        problems=tuple(problems),
+        known_good=known_good,
+        record=previous.rollback,
+        rollback_count=previous.rollback_count,
+        pinned=is_pinned(previous.rollback, generation, retry_token),
+    )
+
+    if spec is None or problems:
+        # A spec that cannot work changes nothing that is serving: children are left as they are.
+        state = observe_rollout(kube.get("apps/v1", "Deployment", namespace, name), replicasets, pods)
+        observed = replace(observed, state=state, assessment=assess_rollout(state, 3))
+        return Result(_write_status(kube, body, previous, observed)[0], None)
+
+    target = Target(name, namespace, meta["uid"], spec)
+    restore = _known_good_template(replicasets, known_good) if observed.pinned else None
+    children = render_children(target, settings, restore)
+    if observed.pinned and restore is None:
+        log.warning("%s/%s: the last known good ReplicaSet is gone; leaving the Deployment as it is", namespace, name)
+        children = [c for c in children if c.kind != "Deployment"]
+    live = kube.sync_children(children, kube.live_children(children, namespace, name), meta["uid"])
+    deployment = live.get("Deployment") or kube.get("apps/v1", "Deployment", namespace, name)
+    template = restore if restore is not None else render_pod_template(target, settings)
+    template_hash = naming.content_hash(template)
+    state = observe_rollout(deployment, replicasets, pods)
+    assessment = assess_rollout(state, spec.rollout.crash_loop_restarts)
+    observed = replace(observed, state=state, assessment=assessment)
+
+    decision = decide_rollback(
+        assessment,
+        generation=generation,
+        template_hash=template_hash,
+        auto_rollback=spec.rollout.auto_rollback,
+        known_good=known_good,
+        record=observed.record,
+        pinned=observed.pinned,
+        retry_token=retry_token,
+    )
+    restore = _known_good_template(replicasets, known_good) if decision.action == Action.ROLL_BACK else None
+    if decision.action == Action.ROLL_BACK and restore is None:
+        decision = Decision(Action.RECORD_FAILURE, "the last known good ReplicaSet no longer exists")
+        assessment = replace(assessment, message=f"{assessment.message}; {decision.why}, nothing to restore")
+    if decision.action == Action.MARK_KNOWN_GOOD:
+        observed = replace(
+            observed,
+            known_good=api.KnownGood(
+                revision=state.revision or 0,
+                generation=generation,
+                template_hash=template_hash,
+                pod_template_hash=state.pod_template_hash or "",
+                time=now_rfc3339(),
+            ),
+        )
+    elif decision.action in (Action.ROLL_BACK, Action.RECORD_FAILURE):
+        observed = replace(
+            observed,
+            record=api.RollbackRecord(
+                failed_generation=generation,
+                failed_revision=state.revision,
+                restored_revision=known_good.revision if restore is not None else None,
+                reason=assessment.reason,
+                message=assessment.message,
+                pod=assessment.pod,
+                time=now_rfc3339(),
+                rolled_back=restore is not None,
+                retry_token=retry_token,
+            ),
+        )
+    if restore is not None:
+        observed = replace(observed, pinned=True, rollback_count=observed.rollback_count + 1)
+        metrics.ROLLBACKS.labels(reason=assessment.reason).inc()
+        # Record the intent before acting: if the operator dies before the template is applied, the
+        # next reconcile reads the record, is pinned to the known good template, and completes it.
+        _, previous = _write_status(kube, body, previous, observed)
+        restored = kube.apply(with_spec_hash(render_deployment(target, settings, restore)))
+        state = observe_rollout(restored, [], [])
+        observed = replace(observed, state=state, assessment=assess_rollout(state, spec.rollout.crash_loop_restarts))
+        log.warning("%s/%s: rolled back to revision %s: %s", namespace, name, known_good.revision, assessment.message)
+    written, _ = _write_status(kube, body, previous, observed)
+    return Result(written, decision)
+
+
+def _known_good_template(replicasets: list[dict[str, Any]], known_good: api.KnownGood | None) -> dict[str, Any] | None:
+    if known_good is None or not known_good.pod_template_hash:
+        return None
+    return replicaset_template(replicasets, known_good.pod_template_hash)
+
+
+def _write_status(
+    kube: Kube, body: dict[str, Any], previous: api.ModelDeploymentStatus, observed: Observed
+) -> tuple[bool, api.ModelDeploymentStatus]:
+    new = compute_status(observed, previous, now_rfc3339())
+    old_dict, new_dict = status_to_dict(previous), status_to_dict(new)
+    if old_dict == new_dict:
+        return False, previous
+    patch = {k: v for k, v in new_dict.items() if old_dict.get(k) != v}
+    patch.update({k: None for k in old_dict if k not in new_dict})  # merge patch: null removes
+    meta = body["metadata"]
+    kube.patch_status(meta["namespace"], meta["name"], patch)
+    seen = {c.type for c in previous.conditions}
+    for c in transitions(previous.conditions, new.conditions):
+        if c.type not in seen and (c.type, c.status) in QUIET_FIRST:
+            continue
+        bad = c.status == ("True" if c.type in ("Degraded", "RolledBack") else "False") and c.type != "Progressing"
+        reason = "RolledBack" if (c.type, c.status) == ("RolledBack", "True") else (c.reason or c.type)
+        kube.emit_event(body, "Warning" if bad else "Normal", reason, c.message or f"{c.type} is {c.status}")
+    return True, new

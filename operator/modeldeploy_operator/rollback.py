@@ -1,0 +1,118 @@
+"""Is the rollout healthy, in progress or failed, and what to do about it. Pure functions over the
+observed rollout and the status recorded so far."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from . import api
+from .observe import RolloutState, pod_failure
+
+
+class Verdict(str, enum.Enum):
+    ABSENT = "Absent"
+    PAUSED = "Paused"
+    PROGRESSING = "Progressing"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class Assessment:
+    verdict: Verdict
+    reason: str = ""
+    message: str = ""
+    pod: str | None = None
+
+
+def assess_rollout(state: RolloutState, crash_loop_restarts: int) -> Assessment:
+    if not state.exists:
+        return Assessment(Verdict.ABSENT, "DeploymentMissing", "the Deployment does not exist yet")
+    if state.paused:
+        return Assessment(Verdict.PAUSED, "RolloutPaused", "spec.rollout.paused is true")
+    if not state.synced:
+        return Assessment(
+            Verdict.PROGRESSING, "NewTemplate", "the Deployment controller has not seen the new template yet"
+        )
+    replica_failure = state.conditions.get("ReplicaFailure")
+    if replica_failure and replica_failure.status == "True":
+        return Assessment(Verdict.FAILED, "ReplicaFailure", replica_failure.message)
+    progressing = state.conditions.get("Progressing")
+    if progressing and progressing.status == "False" and progressing.reason == "ProgressDeadlineExceeded":
+        return Assessment(Verdict.FAILED, "ProgressDeadlineExceeded", progressing.message)
+    for pod in state.new_pods:
+        failure = pod_failure(pod, crash_loop_restarts)
+        if failure is not None:
+            return Assessment(Verdict.FAILED, failure.reason, failure.message, failure.pod)
+    if (
+        state.updated >= state.desired
+        and state.replicas == state.updated
+        and state.available >= state.desired
+        and state.ready >= state.desired
+    ):
+        return Assessment(Verdict.COMPLETE, "RolloutComplete", f"revision {state.revision} is available")
+    return Assessment(
+        Verdict.PROGRESSING,
+        "RolloutInProgress",
+        f"{state.updated} of {state.desired} pods updated, {state.available} available",
+    )
+
+
+class Action(str, enum.Enum):
+    NONE = "None"
+    MARK_KNOWN_GOOD = "MarkKnownGood"
+    ROLL_BACK = "RollBack"
+    RECORD_FAILURE = "RecordFailure"  # failed, nothing is restored
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    why: str = ""
+
+
+def is_pinned(record: api.RollbackRecord | None, generation: int, retry_token: str | None) -> bool:
+    """True while this generation is held at the last known good template after its rollback.
+
+    Only a new generation (a spec change) or a new value of the retry annotation starts a new
+    attempt, so a failed generation is not rolled out again and again."""
+    return (
+        record is not None
+        and record.rolled_back
+        and record.failed_generation == generation
+        and record.retry_token == retry_token
+    )
+
+
+def decide_rollback(
+    assessment: Assessment,
+    *,
+    generation: int,
+    template_hash: str,
+    auto_rollback: bool,
+    known_good: api.KnownGood | None,
+    record: api.RollbackRecord | None,
+    pinned: bool,
+    retry_token: str | None,
+) -> Decision:
+    if assessment.verdict == Verdict.COMPLETE:
+        if pinned or (known_good is not None and known_good.template_hash == template_hash):
+            return Decision(Action.NONE, "already known good")
+        return Decision(Action.MARK_KNOWN_GOOD, assessment.message)
+    if assessment.verdict != Verdict.FAILED:
+        return Decision(Action.NONE, assessment.message)
+    already_recorded = (
+        record is not None and record.failed_generation == generation and record.retry_token == retry_token
+    )
+    if pinned:
+        return Decision(Action.NONE, "the restored last known good revision is failing too; not rolling back again")
+    if known_good is not None and known_good.template_hash == template_hash:
+        return Decision(Action.NONE, "the last known good revision itself is failing; nothing older to restore")
+    if auto_rollback and known_good is not None:
+        return Decision(Action.ROLL_BACK, f"restoring revision {known_good.revision}")
+    if already_recorded:
+        return Decision(Action.NONE, "failure already recorded")
+    if known_good is None:
+        return Decision(Action.RECORD_FAILURE, "no known good revision to restore yet")
+    return Decision(Action.RECORD_FAILURE, "spec.rollout.autoRollback is false")
