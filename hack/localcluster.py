@@ -12,6 +12,7 @@ The binaries come from `hack/build-control-plane.sh` (cached under ~/.cache/mode
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -53,6 +54,16 @@ class LocalCluster:
         return self.workdir / "kubeconfig"
 
     @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
+
+    def audited(self) -> list[dict]:
+        """The API server's audit events so far (one per request)."""
+        if not self.audit_log.exists():
+            return []
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line.strip()]
+
+    @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.api_port}"
 
@@ -67,40 +78,83 @@ class LocalCluster:
         logs.mkdir(exist_ok=True)
         etcd_port, peer_port, self.api_port, cm_port = (free_port() for _ in range(4))
         (self.workdir / "tokens.csv").write_text(f'{self.token},admin,admin,"system:masters"\n')
+        # Every request is audited, so tests can count exactly who wrote what.
+        (self.workdir / "audit-policy.yaml").write_text(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n"
+        )
         sa_key, sa_pub = self.workdir / "sa.key", self.workdir / "sa.pub"
         if not sa_key.exists():
             subprocess.run(["openssl", "genrsa", "-out", sa_key, "2048"], check=True, capture_output=True)
-            subprocess.run(["openssl", "rsa", "-in", sa_key, "-pubout", "-out", sa_pub], check=True,
-                           capture_output=True)
-        self._spawn("etcd", logs, [
-            "etcd", "--data-dir", self.workdir / "etcd",
-            "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
-            "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
-            "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-            "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
-            "--unsafe-no-fsync", "--log-level", "warn",
-        ])
-        self._spawn("kube-apiserver", logs, [
-            BIN / "kube-apiserver", f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--insecure-port=0", f"--token-auth-file={self.workdir / 'tokens.csv'}",
-            "--bind-address=127.0.0.1", f"--secure-port={self.api_port}",
-            f"--cert-dir={self.workdir / 'certs'}", "--advertise-address=127.0.0.1",
-            "--endpoint-reconciler-type=none",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            f"--service-account-key-file={sa_pub}", f"--service-account-signing-key-file={sa_key}",
-            "--service-cluster-ip-range=10.0.0.0/24", f"--authorization-mode={self.authorization}",
-            "--enable-admission-plugins=NamespaceLifecycle", "--disable-admission-plugins=ServiceAccount",
-        ])
+            subprocess.run(
+                ["openssl", "rsa", "-in", sa_key, "-pubout", "-out", sa_pub], check=True, capture_output=True
+            )
+        self._spawn(
+            "etcd",
+            logs,
+            [
+                "etcd",
+                "--data-dir",
+                self.workdir / "etcd",
+                "--listen-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
+        self._spawn(
+            "kube-apiserver",
+            logs,
+            [
+                BIN / "kube-apiserver",
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--insecure-port=0",
+                f"--token-auth-file={self.workdir / 'tokens.csv'}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.api_port}",
+                f"--cert-dir={self.workdir / 'certs'}",
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={sa_pub}",
+                f"--service-account-signing-key-file={sa_key}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--authorization-mode={self.authorization}",
+                "--enable-admission-plugins=NamespaceLifecycle",
+                "--disable-admission-plugins=ServiceAccount",
+                f"--audit-policy-file={self.workdir / 'audit-policy.yaml'}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-mode=blocking",
+            ],
+        )
         self._write_kubeconfig()
         self._wait_ready(timeout)
-        self._spawn("kube-controller-manager", logs, [
-            BIN / "kube-controller-manager", f"--kubeconfig={self.kubeconfig}", "--leader-elect=false",
-            "--port=0", "--bind-address=127.0.0.1", f"--secure-port={cm_port}",
-            f"--service-account-private-key-file={sa_key}", f"--root-ca-file={self._ca_file()}",
-            f"--controllers={CONTROLLERS}", "--concurrent-deployment-syncs=10",
-            "--concurrent-replicaset-syncs=10", "--concurrent-gc-syncs=20",
-        ])
+        self._spawn(
+            "kube-controller-manager",
+            logs,
+            [
+                BIN / "kube-controller-manager",
+                f"--kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--port=0",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={cm_port}",
+                f"--service-account-private-key-file={sa_key}",
+                f"--root-ca-file={self._ca_file()}",
+                f"--controllers={CONTROLLERS}",
+                "--concurrent-deployment-syncs=10",
+                "--concurrent-replicaset-syncs=10",
+                "--concurrent-gc-syncs=20",
+            ],
+        )
         (self.workdir / "pids.json").write_text(json.dumps({k: p.pid for k, p in self.procs.items()}))
         self._wait_namespace("default", timeout)
         return self
@@ -111,16 +165,26 @@ class LocalCluster:
 
     def _spawn(self, name: str, logs: Path, argv: list) -> None:
         log = open(logs / f"{name}.log", "wb")  # noqa: SIM115 (kept open for the child's lifetime)
-        self.procs[name] = subprocess.Popen([str(a) for a in argv], stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            [str(a) for a in argv], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def _write_kubeconfig(self) -> None:
-        self.kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "local",
-            "clusters": [{"name": "local", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}],
-            "users": [{"name": "admin", "user": {"token": self.token}}],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
-        }, indent=2))
+        self.kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "local",
+                    "clusters": [
+                        {"name": "local", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}
+                    ],
+                    "users": [{"name": "admin", "user": {"token": self.token}}],
+                    "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
+                },
+                indent=2,
+            )
+        )
 
     def request(self, path: str) -> tuple[int, bytes]:
         ctx = ssl._create_unverified_context()  # noqa: S323 (a throwaway local cluster)
@@ -172,10 +236,8 @@ def stop_by_pidfile(workdir: Path) -> None:
     if not pids.exists():
         return
     for pid in reversed(list(json.loads(pids.read_text()).values())):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     pids.unlink()
 
 
