@@ -105,6 +105,12 @@ def bench_runner(
     batched = any(s.batched for s in specs)
     if not batched and any(b != 1 for b in batch_sizes):
         raise ValueError(f"{runner.path.name} has no batch dimension: use --batch-sizes 1")
+    limit = getattr(runner, "max_batch_size", 0)
+    if limit and max(batch_sizes) > limit:
+        raise ValueError(
+            f"{runner.path.name} takes at most {limit} inputs per batch (its build's --max-batch-size): "
+            f"use --batch-sizes up to {limit}"
+        )
     results = []
     for batch_size in batch_sizes:
         if samples is not None:

@@ -55,6 +55,7 @@ class Runner(Protocol):
     inputs: list[InputSpec]
     output_names: list[str]
     description: str  # how it runs, e.g. "onnxruntime CPUExecutionProvider"
+    max_batch_size: int  # the most rows one run takes; 0: no limit (or no batch dimension)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
@@ -96,6 +97,7 @@ class OrtRunner:
         self.inputs = [_ort_input(i) for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
         self.description = f"onnxruntime {active[0]}"
+        self.max_batch_size = 0
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self._session.run(self.output_names, dict(feeds))

@@ -51,8 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="activation type: uint8 (default; the fast one on VNNI CPUs) or int8 (ONNX Runtime's default)",
     )
     q.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor instead of per channel")
-    q.add_argument("--calibrate-method", choices=("minmax", "entropy", "percentile"), default="minmax")
-    q.add_argument("--calibration-batch-size", type=int, default=16, metavar="N")
+    q.add_argument(
+        "--calibrate-method",
+        choices=("minmax", "entropy", "percentile"),
+        default="minmax",
+        help="how activation ranges are chosen (default minmax; the others need much more memory)",
+    )
+    q.add_argument("--calibration-batch-size", type=int, default=16, metavar="N", help="default 16")
     q.add_argument("--no-preprocess", action="store_true", help="skip ONNX Runtime's shape inference and graph fusion")
     q.add_argument(
         "--exclude-op",
@@ -73,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         "version, GPU and options; an up-to-date engine is reused. Needs a GPU.",
     )
     t.add_argument("model", help="the FP32 ONNX model (with a dynamic batch dimension to batch)")
-    t.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
+    t.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default="fp16",
+        help="fp16 (default), int8 (calibrated; keeps fp16 where int8 has no kernel) or fp32",
+    )
     t.add_argument(
         "--max-batch-size",
         type=int,
@@ -102,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-o", "--output", help="engine file to write (default: a name from model hash, TensorRT and GPU)")
     out.add_argument("--output-dir", help="directory for the engine (default: next to the model)")
     add_data_args(t, prefix="calibration-", default_samples=512)
-    t.add_argument("--calibration-batch-size", type=int, default=8, metavar="N")
+    t.add_argument("--calibration-batch-size", type=int, default=8, metavar="N", help="default 8")
     t.add_argument("--force", action="store_true", help="rebuild even when an up-to-date engine exists")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("--json", metavar="PATH", help="write a JSON summary here ('-' for stdout)")

@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
         candidate = open_model(optimized, provider=args.provider, threads=args.threads)
         runners.append(candidate)
         samples = input_data(args, reference.inputs)
-        result = compare.compare_models(reference, candidate, samples, args.batch_size)
+        limits = [r.max_batch_size for r in runners if r.max_batch_size]
+        batch_size = min([args.batch_size, *limits])
+        result = compare.compare_models(reference, candidate, samples, batch_size)
         thresholds = compare.Thresholds(
             min_top1=args.min_top1,
             max_abs_error=args.max_abs_error,
