@@ -214,9 +214,9 @@ def build_engine(
             meta = json.loads(sidecar.read_text())
             if meta.get("cache_key") == identity.cache_key() and meta.get("streams", 1) >= options.streams:
                 return BuildResult(engine_path, identity, cached=True, seconds=0.0)
+        engine_path.parent.mkdir(parents=True, exist_ok=True)  # the calibration cache goes there too
         start = time.perf_counter()
         serialized = _build(trt, cuda, model_path, options, profiles, calibration, engine_path)
-        engine_path.parent.mkdir(parents=True, exist_ok=True)
         partial = engine_path.with_name(engine_path.name + ".partial")
         partial.write_bytes(serialized)
         os.replace(partial, engine_path)
