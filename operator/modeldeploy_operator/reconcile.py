@@ -111,7 +111,7 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
         # A spec that cannot work changes nothing that is serving: children are left as they are.
         state = observe_rollout(kube.get("apps/v1", "Deployment", namespace, name), replicasets, pods)
         observed = replace(observed, state=state, assessment=assess_rollout(state, 3))
-        return Result(_write_status(kube, body, previous, observed)[0], None)
+        return Result(_write_status(kube, body, observed), None)
 
     target = Target(name, namespace, meta["uid"], spec)
     restore = _known_good_template(replicasets, known_good) if observed.pinned else None
@@ -172,12 +172,12 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
         metrics.ROLLBACKS.labels(reason=assessment.reason).inc()
         # Record the intent before acting: if the operator dies before the template is applied, the
         # next reconcile reads the record, is pinned to the known good template, and completes it.
-        _, previous = _write_status(kube, body, previous, observed)
+        _write_status(kube, body, observed)
         restored = kube.apply(with_spec_hash(render_deployment(target, settings, restore)))
         state = observe_rollout(restored, [], [])
         observed = replace(observed, state=state, assessment=assess_rollout(state, spec.rollout.crash_loop_restarts))
         log.warning("%s/%s: rolled back to revision %s: %s", namespace, name, known_good.revision, assessment.message)
-    written, _ = _write_status(kube, body, previous, observed)
+    written = _write_status(kube, body, observed)
     return Result(written, decision)
 
 
@@ -187,17 +187,20 @@ def _known_good_template(replicasets: list[dict[str, Any]], known_good: api.Know
     return replicaset_template(replicasets, known_good.pod_template_hash)
 
 
-def _write_status(
-    kube: Kube, body: dict[str, Any], previous: api.ModelDeploymentStatus, observed: Observed
-) -> tuple[bool, api.ModelDeploymentStatus]:
+def _write_status(kube: Kube, body: dict[str, Any], observed: Observed) -> bool:
+    """Writes the status computed from `observed` if it differs from the one in `body` (which is
+    then updated, so a second write in the same reconcile diffs against the first)."""
+    old_dict = body.get("status") or {}
+    previous = parse_status(old_dict)
     new = compute_status(observed, previous, now_rfc3339())
-    old_dict, new_dict = status_to_dict(previous), status_to_dict(new)
+    new_dict = status_to_dict(new)
     if old_dict == new_dict:
-        return False, previous
+        return False
     patch = {k: v for k, v in new_dict.items() if old_dict.get(k) != v}
     patch.update({k: None for k in old_dict if k not in new_dict})  # merge patch: null removes
     meta = body["metadata"]
     kube.patch_status(meta["namespace"], meta["name"], patch)
+    body["status"] = new_dict
     seen = {c.type for c in previous.conditions}
     for c in transitions(previous.conditions, new.conditions):
         if c.type not in seen and (c.type, c.status) in QUIET_FIRST:
@@ -205,4 +208,4 @@ def _write_status(
         bad = c.status == ("True" if c.type in ("Degraded", "RolledBack") else "False") and c.type != "Progressing"
         reason = "RolledBack" if (c.type, c.status) == ("RolledBack", "True") else (c.reason or c.type)
         kube.emit_event(body, "Warning" if bad else "Normal", reason, c.message or f"{c.type} is {c.status}")
-    return True, new
+    return True
