@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         path = known.termination_log or os.environ.get("MODELDEPLOY_TERMINATION_LOG", "/dev/termination-log")
         write_termination_message(path, message)
         return 2
-    from .server import serve  # imports uvicorn and numpy only when serving
+    from .server import serve  # imports numpy and the backends only when serving
 
     return serve(config)
 

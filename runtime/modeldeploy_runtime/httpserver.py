@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 405: b"Method Not Allowed",
            413: b"Content Too Large", 500: b"Internal Server Error", 503: b"Service Unavailable"}  # fmt: skip
 MAX_PIPELINED = 16  # parsed requests waiting behind the current one before reading pauses
+READ_BUFFER = 256 * 1024
+DIRECT_READ_MIN = 64 * 1024  # bodies from this size on are read straight into their own buffer
 
 
 @dataclass
@@ -32,7 +34,7 @@ class Request:
     method: str
     path: str
     headers: dict[bytes, bytes]  # lower-case names
-    body: bytes = b""
+    body: bytes | bytearray = b""
     received: float = 0.0  # perf_counter when the headers were complete
 
     def header(self, name: bytes) -> bytes | None:
@@ -63,10 +65,19 @@ Handler = Callable[[Request], Awaitable[Response]]
 TooLarge = Callable[[Request, int], Response]
 
 
-class HttpConnection(asyncio.Protocol):
+class HttpConnection(asyncio.BufferedProtocol):
+    """One client connection. Headers (and small bodies) go through httptools from a scratch
+    buffer; a large body with a Content-Length is read by the event loop straight into one
+    preallocated buffer, without intermediate chunks or joins."""
+
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.parser = httptools.HttpRequestParser(self)
+        self._scratch = memoryview(bytearray(READ_BUFFER))
+        self._body: bytearray | None = None  # the large body being read, when there is one
+        self._filled = 0
+        self._raw_mode = False  # reading the rest of _body directly, bypassing the parser
+        self._keep_alive = True
         self.transport: asyncio.Transport | None = None
         self.pending: deque[tuple[Request, bool]] = deque()
         self.busy = False
@@ -79,6 +90,7 @@ class HttpConnection(asyncio.Protocol):
         self._size = 0
         self._discard = False
         self._received = 0.0
+        self._method = "GET"
         self._task: asyncio.Task | None = None
 
     # asyncio.Protocol ------------------------------------------------------------------------
@@ -92,13 +104,30 @@ class HttpConnection(asyncio.Protocol):
         if self._task is not None and not self._task.done():
             self._task.cancel()  # the client is gone: its queued inference is skipped
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._raw_mode:
+            return memoryview(self._body)[self._filled :]
+        return self._scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._raw_mode:
+            self._filled += nbytes
+            if self._filled == len(self._body):
+                # the parser saw only the start of this body: a fresh one reads the next request
+                self._raw_mode = False
+                self.parser = httptools.HttpRequestParser(self)
+                self._complete(self._body)
+            return
         try:
-            self.parser.feed_data(data)
+            self.parser.feed_data(self._scratch[:nbytes])
         except httptools.HttpParserUpgrade:
             self._fail(400, b"protocol upgrades are not supported")
+            return
         except httptools.HttpParserError as exc:
             self._fail(400, f"malformed HTTP request: {exc}".encode())
+            return
+        if self._body is not None and not self._discard and self._filled < len(self._body):
+            self._raw_mode = True
 
     # httptools callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -107,6 +136,8 @@ class HttpConnection(asyncio.Protocol):
         self._chunks = []
         self._size = 0
         self._discard = False
+        self._body = None
+        self._filled = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -116,17 +147,27 @@ class HttpConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._received = time.perf_counter()
+        self._method = self.parser.get_method().decode("latin-1")
         length = self._headers.get(b"content-length")
         limit = self.server.max_body
         if length is not None and length.isdigit() and int(length) > limit:
             request = self._request(b"")
             self._discard = True
             self._reply_now(self.server.too_large(request, int(length)), close=True)
-        elif self._headers.get(b"expect", b"").lower() == b"100-continue" and self.transport is not None:
+            return
+        if self._headers.get(b"expect", b"").lower() == b"100-continue" and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._keep_alive = self.parser.should_keep_alive()
+        if length is not None and length.isdigit() and int(length) >= DIRECT_READ_MIN:
+            self._body = bytearray(int(length))
 
     def on_body(self, body: bytes) -> None:
         if self._discard:
+            return
+        if self._body is not None:
+            end = self._filled + len(body)
+            self._body[self._filled : end] = body
+            self._filled = end
             return
         self._size += len(body)
         if self._size > self.server.max_body:  # chunked bodies have no length up front
@@ -136,12 +177,18 @@ class HttpConnection(asyncio.Protocol):
         self._chunks.append(body)
 
     def on_message_complete(self) -> None:
-        if self._discard or self.closing:
+        if self._body is not None:
+            self._complete(self._body)
             return
         chunks = self._chunks
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._chunks = []
-        self.pending.append((self._request(body), self.parser.should_keep_alive()))
+        self._complete(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+    def _complete(self, body: bytes | bytearray) -> None:
+        self._body = None
+        if self._discard or self.closing:
+            return
+        self.pending.append((self._request(body), self._keep_alive))
         if not self.busy:
             self._next()
         elif len(self.pending) >= MAX_PIPELINED and not self.paused:
@@ -149,11 +196,10 @@ class HttpConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     # serving ---------------------------------------------------------------------------------
-    def _request(self, body: bytes) -> Request:
+    def _request(self, body: bytes | bytearray) -> Request:
         raw = self._url.split(b"?", 1)[0].decode("latin-1")
         path = unquote(raw) if "%" in raw else raw
-        method = self.parser.get_method().decode("latin-1")
-        return Request(method, path, self._headers, body, self._received)
+        return Request(self._method, path, self._headers, body, self._received)
 
     def _next(self) -> None:
         if not self.pending or self.closing:

@@ -136,3 +136,26 @@ def test_raw_gzip_body(affine_server):
     )
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert json.loads(resp.read())["outputs"][0]["data"] == [1.0] * 4
+
+
+def test_pipelined_requests_are_answered_in_order(affine_server):
+    """Two requests in one write, the first with a body large enough to be read directly."""
+    import socket
+
+    big = json.dumps({"inputs": [{"name": "x", "shape": [4, 4], "datatype": "FP32", "data": [1.0] * 16}],
+                      "pad": "x" * 200_000}).encode()  # fmt: skip
+    small = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [5, 5, 5, 5]}]}).encode()
+
+    def request(body: bytes) -> bytes:
+        return (b"POST /v2/models/affine/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+
+    with socket.create_connection(("127.0.0.1", affine_server.port), timeout=30) as s:
+        s.sendall(request(big) + request(small))
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"}]}"):
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+    first, second = data.split(b"HTTP/1.1 200 OK")[1:]
+    assert b'"shape":[4,4]' in first and b"[3.0,3.0,3.0,3.0" in first
+    assert b'"data":[11.0,11.0,11.0,11.0]' in second

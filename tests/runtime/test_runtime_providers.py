@@ -12,6 +12,7 @@ from modeldeploy_runtime.backends.onnx import (
     OnnxBackend,
     batchable,
     select_providers,
+    spinning_pays,
     trt_profile_shapes,
 )
 from modeldeploy_runtime.config import load_config
@@ -108,3 +109,11 @@ def test_tensorrt_engines_need_the_gpu_image_here(tmp_path):
     config = load_config([], {"MODELDEPLOY_MODEL_PATH": str(engine), "MODELDEPLOY_MODEL_NAME": "m"})
     with pytest.raises(BackendError, match="GPU"):
         load_backend(config, str(engine))
+
+
+@pytest.mark.parametrize(
+    ("device", "threads", "latency", "spin"),
+    [("cpu", 2, 0.030, True), ("cpu", 2, 0.0001, False), ("cpu", 1, 0.030, False), ("gpu", 4, 0.030, False)],
+)
+def test_pool_threads_spin_only_for_heavy_cpu_models(device, threads, latency, spin):
+    assert spinning_pays(device, threads, latency) is spin
