@@ -117,3 +117,23 @@ def test_tensorrt_engines_need_the_gpu_image_here(tmp_path):
 )
 def test_pool_threads_spin_only_for_heavy_cpu_models(device, threads, latency, spin):
     assert spinning_pays(device, threads, latency) is spin
+
+
+def _cuda_available() -> bool:
+    import os
+
+    import onnxruntime
+
+    return CUDA_EP in onnxruntime.get_available_providers() and os.path.exists("/dev/nvidiactl")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="needs onnxruntime-gpu and an NVIDIA GPU")
+def test_gpu_provider_really_in_use(models, tmp_path):
+    backend = OnnxBackend(str(models["affine"]), require_gpu=True, cache_dir=str(tmp_path))
+    assert backend.info.device == "gpu"
+    assert backend.info.providers[0] in (TRT_EP, CUDA_EP)
+    import numpy as np
+
+    y = backend.infer({"x": np.ones((2, 4), dtype=np.float32)})["y"]
+    assert y.tolist() == [[3.0] * 4] * 2

@@ -140,3 +140,13 @@ def test_full_queue_answers_503_with_retry_after(server_factory, models):
     assert all(h.get("retry-after") == "1" for h in refused)
     assert post(server, *slow_request(rows=1))[0] == 200  # serving again once the queue drained
     assert metric(server, 'modeldeploy_inference_requests_total{model="m",outcome="failure",reason="overloaded"}') >= 1
+
+
+def test_metrics_port_serves_only_metrics(server_factory, models):
+    from runtime_helpers import free_port
+
+    port = free_port()
+    server = server_factory(models["affine"], "m", METRICS_PORT=port, AUTH_TOKEN=TOKEN)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        assert 'modeldeploy_model_ready{model="m"} 1.0' in resp.read().decode()
+    assert get(server, "/metrics") == 200  # still on the main port too
