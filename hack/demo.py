@@ -1,0 +1,348 @@
+"""The whole loop in one command (`make demo`).
+
+1. A Kubernetes control plane starts on loopback (or, with --kubeconfig / $KUBECONFIG set and
+   --use-cluster, your cluster is used), the CRD is installed and the operator runs.
+2. `examples/digits-cpu.yaml` is applied; `kubectl get mdep` and the children are shown.
+3. The local control plane has no kubelet, so this script plays it: for each pod the operator's
+   Deployment creates, it starts the real runtime (`modeldeploy-runtime serve`) with the very
+   environment of the pod's container, and reports the pod Ready when the runtime is ready, or
+   terminated with the runtime's termination message when it exits.
+4. A real Open Inference Protocol v2 request classifies a handwritten digit.
+5. An update sets a latency budget no model can meet: the runtime refuses to become ready and says
+   why, the operator sees the rollout fail and rolls back to the last known good revision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+import kubernetes
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "hack"), str(ROOT)]
+from localcluster import LocalCluster, free_port  # noqa: E402
+
+from tests.e2e.support import Operator, wait_for  # noqa: E402
+
+NS = "modeldeploy-demo"
+EXAMPLE = ROOT / "examples" / "digits-cpu.yaml"
+IMAGE_MODELS = "/opt/modeldeploy/models/"  # where the runtime image carries examples/models/
+warnings.filterwarnings("ignore")  # the local control plane has a self-signed certificate
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m", flush=True)
+
+
+class Demo:
+    def __init__(self, kubeconfig: Path, workdir: Path, play_kubelet: bool):
+        self.kubeconfig, self.workdir, self.play_kubelet = kubeconfig, workdir, play_kubelet
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(str(kubeconfig), client_configuration=config)
+        client = kubernetes.client.ApiClient(config)
+        self.core = kubernetes.client.CoreV1Api(client)
+        self.apps = kubernetes.client.AppsV1Api(client)
+        self.custom = kubernetes.client.CustomObjectsApi(client)
+        self.runtimes: dict[str, tuple[subprocess.Popen, int, Path]] = {}  # pod -> (process, port, term log)
+
+    def kubectl(self, *args: str, show: bool = True, stdin: str | None = None) -> str:
+        if show:
+            print(f"$ kubectl {' '.join(args)}", flush=True)
+        out = subprocess.run(
+            ["kubectl", f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            input=stdin,
+            timeout=60,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr)
+        if show:
+            print(out.stdout.rstrip(), flush=True)
+        return out.stdout
+
+    def status(self) -> dict:
+        obj = self.custom.get_namespaced_custom_object("modeldeploy.dev", "v1alpha1", NS, "modeldeployments", "digits")
+        return obj.get("status") or {}
+
+    # ---- playing the kubelet with the real runtime ------------------------------------------------
+
+    def tend_pods(self) -> None:
+        """One pass of the pretend kubelet over the demo's pods."""
+        for pod in self.core.list_namespaced_pod(NS, label_selector="modeldeploy.dev/name=digits").items:
+            name = pod.metadata.name
+            if pod.metadata.deletion_timestamp:
+                self.stop_runtime(name)
+                continue
+            if name not in self.runtimes:
+                self.start_runtime(pod)
+                continue
+            proc, port, term_log = self.runtimes[name]
+            if proc.poll() is not None:
+                self.report_crash(pod, term_log)
+            elif not _pod_ready(pod) and _http_ok(f"http://127.0.0.1:{port}/v2/health/ready"):
+                self.report(
+                    pod,
+                    {
+                        "phase": "Running",
+                        "conditions": [{"type": "Ready", "status": "True"}],
+                        "containerStatuses": [
+                            _container(pod, ready=True, restarts=0, state={"running": {"startedAt": _now()}})
+                        ],
+                    },
+                )
+        live = {p.metadata.name for p in self.core.list_namespaced_pod(NS).items}
+        for gone in set(self.runtimes) - live:
+            self.stop_runtime(gone)
+
+    def start_runtime(self, pod) -> None:
+        container = pod.spec.containers[0]
+        env = {e.name: e.value for e in container.env or [] if e.value is not None}
+        port, scratch = free_port(), self.workdir / pod.metadata.name
+        scratch.mkdir(exist_ok=True)
+        env.update(
+            {
+                "MODELDEPLOY_MODEL_PATH": env["MODELDEPLOY_MODEL_PATH"].replace(
+                    IMAGE_MODELS, f"{ROOT}/examples/models/"
+                ),
+                "MODELDEPLOY_PORT": str(port),
+                "MODELDEPLOY_METRICS_PORT": "0",
+                "MODELDEPLOY_TERMINATION_LOG": str(scratch / "termination-log"),
+                "MODELDEPLOY_CACHE_DIR": str(scratch / "cache"),
+                "MODELDEPLOY_THREADS": "1",
+            }
+        )
+        log = open(scratch / "runtime.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "modeldeploy-runtime"), "serve"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.runtimes[pod.metadata.name] = (proc, port, scratch / "termination-log")
+        print(f"   [kubelet] started the runtime for pod {pod.metadata.name} on 127.0.0.1:{port}", flush=True)
+
+    def report_crash(self, pod, term_log: Path) -> None:
+        message = term_log.read_text().strip() if term_log.exists() else "exited"
+        if _waiting_reason(pod) != "CrashLoopBackOff":
+            print(f"   [kubelet] pod {pod.metadata.name}: runtime exited: {message}", flush=True)
+            self.report(
+                pod,
+                {
+                    "phase": "Running",
+                    "conditions": [{"type": "Ready", "status": "False"}],
+                    "containerStatuses": [
+                        _container(
+                            pod,
+                            ready=False,
+                            restarts=1,
+                            state={"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                            lastState={
+                                "terminated": {
+                                    "exitCode": 1,
+                                    "reason": "Error",
+                                    "message": message,
+                                    "startedAt": _now(),
+                                    "finishedAt": _now(),
+                                }
+                            },
+                        )
+                    ],
+                },
+            )
+
+    def report(self, pod, status: dict) -> None:
+        self.core.patch_namespaced_pod_status(pod.metadata.name, NS, {"status": status})
+
+    def stop_runtime(self, name: str) -> None:
+        proc, _, _ = self.runtimes.pop(name, (None, 0, None))
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+
+    def wait(self, check, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.play_kubelet:
+                self.tend_pods()
+            result = check()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f}s")
+            time.sleep(0.3)
+
+    # ---- the story ----------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        say("A ModelDeployment: examples/digits-cpu.yaml (a digits classifier on CPU, 2 replicas)")
+        self.kubectl("create", "namespace", NS)
+        self.kubectl("apply", "-n", NS, "-f", str(EXAMPLE))
+        say("The operator makes the children, owned by the resource")
+        self.wait(lambda: self.status().get("observedGeneration"), 30, "the first reconcile")
+        self.kubectl("get", "deployment,service,networkpolicy,poddisruptionbudget,pods", "-n", NS)
+        say("The pods start the runtime, which loads the model, warms up and passes its latency gate")
+        self.wait(lambda: self.status().get("phase") == "Ready", 120, "phase Ready")
+        self.kubectl("get", "mdep", "-n", NS)
+
+        say("A real Open Inference Protocol v2 request (one handwritten digit from scikit-learn)")
+        self.infer()
+
+        say("An update with a latency budget no model can meet (p95 under 1 microsecond)")
+        self.kubectl(
+            "patch",
+            "mdep",
+            "digits",
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            '{"spec":{"runtime":{"latencyBudget":{"p95Milliseconds":0.001}}}}',
+        )
+        self.wait(lambda: self.status().get("phase") == "RolledBack", 120, "the automatic rollback")
+        say("The operator saw the new pod fail, restored the last known good revision, and says why")
+        self.kubectl("get", "mdep", "-n", NS)
+        status = self.status()
+        print(json.dumps(status["rollback"], indent=2))
+        described = self.kubectl("describe", "mdep", "digits", "-n", NS, show=False)
+        print("$ kubectl describe mdep digits -n modeldeploy-demo   # (the Events)")
+        print(described[described.index("Events:") :].rstrip())
+        say("The restored revision is serving again")
+        self.wait(lambda: self.status().get("ready") == "2/2", 120, "two ready pods on the restored revision")
+        self.kubectl("get", "mdep,deployment,replicasets", "-n", NS)
+        self.infer()
+
+    def infer(self) -> None:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        pixels, label = digits.data[7].astype("float32").tolist(), int(digits.target[7])
+        ready = [
+            port
+            for name, (proc, port, _) in self.runtimes.items()
+            if proc.poll() is None and _http_ok(f"http://127.0.0.1:{port}/v2/health/ready")
+        ]
+        url = f"http://127.0.0.1:{ready[0]}/v2/models/digits/infer"
+        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": pixels}]}
+        print(
+            f'$ curl -s {url} -d \'{{"inputs": [{{"name": "input", "datatype": "FP32", '
+            f'"shape": [1, 64], "data": [...64 pixels...]}}]}}\''
+        )
+        req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            answer = json.loads(resp.read())
+        outputs = {o["name"]: o for o in answer["outputs"]}
+        print(
+            json.dumps({"model_name": answer["model_name"], "outputs": [{k: v for k, v in outputs["label"].items()}]})
+        )
+        print(f"   predicted {outputs['label']['data'][0]}, true label {label}")
+
+    def close(self) -> None:
+        for name in list(self.runtimes):
+            self.stop_runtime(name)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _pod_ready(pod) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+
+
+def _waiting_reason(pod) -> str | None:
+    for s in pod.status.container_statuses or []:
+        if s.state and s.state.waiting:
+            return s.state.waiting.reason
+    return None
+
+
+def _container(pod, ready: bool, restarts: int, **state) -> dict:
+    c = pod.spec.containers[0]
+    return {
+        "name": c.name,
+        "image": c.image,
+        "imageID": "",
+        "ready": ready,
+        "restartCount": restarts,
+        "started": ready,
+        **state,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--use-cluster",
+        action="store_true",
+        help="run against $KUBECONFIG's cluster (the runtime image must be pullable there)",
+    )
+    parser.add_argument("--keep", action="store_true", help="leave the local control plane running at the end")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="modeldeploy-demo-"))
+    cluster = None
+    if args.use_cluster:
+        kubeconfig = Path(os.environ.get("KUBECONFIG", Path.home() / ".kube" / "config"))
+        print(f"Using the cluster of {kubeconfig}")
+    else:
+        say("Starting a local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager)")
+        cluster = LocalCluster(workdir / "cluster").start()
+        kubeconfig = cluster.kubeconfig
+        print(f"export KUBECONFIG={kubeconfig}")
+    demo = Demo(kubeconfig, workdir, play_kubelet=cluster is not None)
+    operator = None
+    try:
+        say("Installing the CRD and starting the operator")
+        demo.kubectl("apply", "-f", str(ROOT / "crds"))
+        wait_for(
+            lambda: (
+                subprocess.run(
+                    ["kubectl", f"--kubeconfig={kubeconfig}", "get", "mdep", "-A"], capture_output=True
+                ).returncode
+                == 0
+            ),
+            30,
+            "the CRD",
+        )
+        (workdir / "operator").mkdir()
+        operator = Operator(
+            kubeconfig,
+            workdir / "operator",
+            resync_seconds=10,
+            extra_env={"MODELDEPLOY_RUNTIME_IMAGE": "ghcr.io/modeldeploy/runtime:0.1.0"},
+        ).start()
+        print(f"modeldeploy-operator running (pid {operator.proc.pid}, log {workdir / 'operator'})")
+        demo.run()
+        say("Done. Everything above ran for real; only the kubelet was played by this script.")
+        return 0
+    finally:
+        demo.close()
+        if operator is not None:
+            operator.stop()
+        if cluster is not None and not args.keep:
+            cluster.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+        elif cluster is not None:
+            print(f"The control plane keeps running: export KUBECONFIG={kubeconfig}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
