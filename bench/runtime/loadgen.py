@@ -142,6 +142,62 @@ def http_load(name: str, host: str, port: int, request: bytes, concurrency: int,
     return result
 
 
+def _read_response(sock, buf: bytearray) -> tuple[bool, bytearray]:
+    """Read one response from a blocking socket; (status is 200, bytes left over)."""
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            break
+        chunk = sock.recv(262144)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        buf += chunk
+    head = bytes(buf[:end]).lower()
+    i = head.find(b"content-length:")
+    length = int(head[i + 15 :].split(b"\r\n", 1)[0]) if i >= 0 else 0
+    need = end + 4 + length
+    while len(buf) < need:
+        chunk = sock.recv(max(262144, need - len(buf)))
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        buf += chunk
+    return head[9:12] == b"200", buf[need:]
+
+
+def http_load_blocking(name: str, host: str, port: int, request: bytes, duration_s: float, warmup: int = 20) -> Result:
+    """Concurrency 1 over a blocking socket: no event loop on the client side, so the figure holds
+    as little client overhead as a Python client can have."""
+    import socket
+
+    result = Result(name, 1)
+    sock = socket.create_connection((host, port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = bytearray()
+    try:
+        for _ in range(warmup):
+            sock.sendall(request)
+            _, buf = _read_response(sock, buf)
+        cpu0 = resource.getrusage(resource.RUSAGE_THREAD)
+        start = time.perf_counter()
+        stop_at = start + duration_s
+        now = start
+        while now < stop_at:
+            t = time.perf_counter()
+            sock.sendall(request)
+            ok, buf = _read_response(sock, buf)
+            now = time.perf_counter()
+            if ok:
+                result.latencies_s.append(now - t)
+            else:
+                result.errors += 1
+        cpu1 = resource.getrusage(resource.RUSAGE_THREAD)
+    finally:
+        sock.close()
+    result.wall_s = now - start
+    result.client_cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    return result
+
+
 def inprocess_load(name: str, call: Callable[[], object], concurrency: int, duration_s: float,
                    warmup: int = 5) -> Result:  # fmt: skip
     """The physical limit: the same model called directly from ``concurrency`` threads."""

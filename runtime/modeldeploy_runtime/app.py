@@ -28,6 +28,7 @@ from .httpserver import Request, Response
 log = logging.getLogger(__name__)
 
 BINARY = b"application/octet-stream"
+BINARY_HEADER = b"inference-header-content-length"
 MODELS_PREFIX = "/v2/models/"
 _READY = b'{"ready":true}'
 _NOT_READY = b'{"ready":false}'
@@ -118,7 +119,7 @@ class App:
         return Response(200, dumps(self.dp.server_metadata()))
 
     async def _infer(self, request: Request, name: str, version: str | None) -> Response:
-        raw_len = request.header(b"inference-header-content-length")
+        raw_len = request.header(BINARY_HEADER)
         header_length = None
         if raw_len is not None:
             if not raw_len.strip().isdigit():

@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - orjson is in the serve extra
     import json
 
     def _loads(data: bytes) -> Any:
-        return json.loads(data)
+        return json.loads(bytes(data))
 
     def _dumps(obj: Any) -> bytes:
         return json.dumps(obj, separators=(",", ":")).encode()
@@ -116,7 +116,9 @@ def _from_binary(buf: memoryview, datatype: str, shape: tuple[int, ...], name: s
             f"input {name!r}: shape {list(shape)} of {datatype} needs {count * dtype.itemsize} "
             f"bytes, binary_data_size is {len(buf)}"
         )
-    return np.frombuffer(buf, dtype=dtype).reshape(shape)
+    arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
+    # an unaligned view (the JSON header has any length) costs more in the backend than a copy
+    return arr if arr.flags.aligned else arr.copy()
 
 
 def _flatten(data: list) -> list:

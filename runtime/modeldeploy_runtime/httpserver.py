@@ -11,6 +11,7 @@ graceful shutdown that lets in-flight requests finish.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import time
 from collections import deque
@@ -34,7 +35,7 @@ class Request:
     method: str
     path: str
     headers: dict[bytes, bytes]  # lower-case names
-    body: bytes | bytearray = b""
+    body: bytes | bytearray | memoryview = b""
     received: float = 0.0  # perf_counter when the headers were complete
 
     def header(self, name: bytes) -> bytes | None:
@@ -65,6 +66,16 @@ Handler = Callable[[Request], Awaitable[Response]]
 TooLarge = Callable[[Request, int], Response]
 
 
+def aligned_buffer(length: int, payload_at: int, alignment: int = 64) -> memoryview:
+    """A writable buffer of ``length`` bytes whose byte ``payload_at`` sits on an ``alignment``
+    boundary, so that tensors viewed in place there are aligned: ONNX Runtime takes an unaligned
+    input through a slow copy (0.16 ms for a 600 KB image, measured)."""
+    raw = bytearray(length + alignment)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(raw))
+    pad = (-(address + payload_at)) % alignment
+    return memoryview(raw)[pad : pad + length]
+
+
 class HttpConnection(asyncio.BufferedProtocol):
     """One client connection. Headers (and small bodies) go through httptools from a scratch
     buffer; a large body with a Content-Length is read by the event loop straight into one
@@ -74,7 +85,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.server = server
         self.parser = httptools.HttpRequestParser(self)
         self._scratch = memoryview(bytearray(READ_BUFFER))
-        self._body: bytearray | None = None  # the large body being read, when there is one
+        self._body: memoryview | None = None  # the large body being read, when there is one
         self._filled = 0
         self._raw_mode = False  # reading the rest of _body directly, bypassing the parser
         self._keep_alive = True
@@ -159,7 +170,8 @@ class HttpConnection(asyncio.BufferedProtocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._keep_alive = self.parser.should_keep_alive()
         if length is not None and length.isdigit() and int(length) >= DIRECT_READ_MIN:
-            self._body = bytearray(int(length))
+            offset = self._headers.get(self.server.payload_offset_header or b"", b"0")
+            self._body = aligned_buffer(int(length), int(offset) if offset.isdigit() else 0)
 
     def on_body(self, body: bytes) -> None:
         if self._discard:
@@ -184,7 +196,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._chunks = []
         self._complete(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
-    def _complete(self, body: bytes | bytearray) -> None:
+    def _complete(self, body: bytes | bytearray | memoryview) -> None:
         self._body = None
         if self._discard or self.closing:
             return
@@ -196,7 +208,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             self.transport.pause_reading()
 
     # serving ---------------------------------------------------------------------------------
-    def _request(self, body: bytes | bytearray) -> Request:
+    def _request(self, body: bytes | bytearray | memoryview) -> Request:
         raw = self._url.split(b"?", 1)[0].decode("latin-1")
         path = unquote(raw) if "%" in raw else raw
         return Request(self._method, path, self._headers, body, self._received)
@@ -255,7 +267,18 @@ class HttpConnection(asyncio.BufferedProtocol):
 
 
 class HttpServer:
-    def __init__(self, handler: Handler, too_large: TooLarge, max_body: int, idle_timeout_s: float = 65.0):
+    def __init__(
+        self,
+        handler: Handler,
+        too_large: TooLarge,
+        max_body: int,
+        idle_timeout_s: float = 65.0,
+        payload_offset_header: bytes | None = None,
+    ):
+        """``payload_offset_header`` names a request header giving the offset of binary data in
+        the body (the v2 binary extension's Inference-Header-Content-Length): large bodies are
+        placed so that this data is aligned."""
+        self.payload_offset_header = payload_offset_header
         self.handler = handler
         self.too_large = too_large
         self.max_body = max_body
