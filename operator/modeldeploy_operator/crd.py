@@ -4,13 +4,14 @@ pydantic emits JSON Schema with `$ref`s and `anyOf: [X, null]` for optional fiel
 a structural OpenAPI v3 schema: everything inlined, one type per node, no `additionalProperties`
 beside `properties`. `openapi_schema` does that translation.
 
-    python -m modeldeploy_operator.crd            # rewrites crds/ and the chart's copy
+    python -m modeldeploy_operator.crd            # rewrites crds/, the chart's copy, README's reference
     python -m modeldeploy_operator.crd --check    # exits 1 when they are stale
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,55 @@ def build_crd() -> dict[str, Any]:
     }
 
 
+README = ROOT / "README.md"
+REFERENCE_START, REFERENCE_END = "<!-- crd-reference:start -->", "<!-- crd-reference:end -->"
+
+
+def _type_of(node: dict[str, Any]) -> str:
+    if node.get("x-kubernetes-int-or-string"):
+        return "int or string"
+    if node.get("x-kubernetes-preserve-unknown-fields"):
+        return "object (Kubernetes)"
+    if "enum" in node:
+        return " \\| ".join(f"`{v}`" for v in node["enum"])
+    if node.get("type") == "array":
+        return f"[]{_type_of(node.get('items', {}))}"
+    if node.get("type") == "object" and "additionalProperties" in node:
+        return "map of string"
+    return node.get("type", "object")
+
+
+def _rows(node: dict[str, Any], path: str) -> list[str]:
+    rows = []
+    required = set(node.get("required", []))
+    for key, child in node.get("properties", {}).items():
+        here = f"{path}.{key}"
+        default = child.get("default")
+        shown = "" if default in (None, {}) else f"`{json.dumps(default)}`"
+        if key in required:
+            shown = "required"
+        description = " ".join(child.get("description", "").split()).replace("|", "\\|")
+        rows.append(f"| `{here}` | {_type_of(child)} | {shown} | {description} |")
+        items = child.get("items", {})
+        if "properties" in child:
+            rows += _rows(child, here)
+        elif "properties" in items:
+            rows += _rows(items, f"{here}[]")
+    return rows
+
+
+def reference_markdown() -> str:
+    """The spec reference for README.md, generated from the same schema as the CRD."""
+    schema = openapi_schema(api.ModelDeploymentSpec, with_defaults=True)
+    header = ["| field | type | default | description |", "|---|---|---|---|"]
+    return "\n".join(header + _rows(schema, "spec"))
+
+
+def readme_with_reference(text: str) -> str:
+    start, end = text.index(REFERENCE_START) + len(REFERENCE_START), text.index(REFERENCE_END)
+    return text[:start] + "\n" + reference_markdown() + "\n" + text[end:]
+
+
 def render_yaml() -> str:
     header = "# Generated from operator/modeldeploy_operator/api.py by `make crds`. Do not edit.\n"
     return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
@@ -160,14 +210,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if the committed CRD files are stale")
     args = parser.parse_args(argv)
     text = render_yaml()
-    stale = [p for p in OUTPUTS if not p.exists() or p.read_text() != text]
+    wanted = {p: text for p in OUTPUTS}
+    if README.exists() and REFERENCE_START in README.read_text():
+        wanted[README] = readme_with_reference(README.read_text())
+    stale = [p for p, content in wanted.items() if not p.exists() or p.read_text() != content]
     if args.check:
         for p in stale:
             print(f"{p.relative_to(ROOT)} is stale: run `make crds`", file=sys.stderr)
         return 1 if stale else 0
-    for p in OUTPUTS:
+    for p, content in wanted.items():
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
+        p.write_text(content)
     return 0
 
 
