@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 from modeldeploy_operator import api, crd
-from operator_helpers import ROOT, example_docs, merged
+from operator_helpers import example_docs, merged
 
 CRD = crd.build_crd()
 (VERSION,) = CRD["spec"]["versions"]
@@ -89,11 +89,11 @@ def without_empties(value: Any) -> Any:
 # ---- committed files ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", crd.OUTPUTS, ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", crd.OUTPUTS, ids=[str(p.relative_to(crd.ROOT)) for p in crd.OUTPUTS])
 def test_committed_crd_is_what_the_models_generate(path):
-    assert path.exists(), f"{path.relative_to(ROOT)} is missing: run `python -m modeldeploy_operator.crd`"
+    assert path.exists(), f"{path.relative_to(crd.ROOT)} is missing: run `python -m modeldeploy_operator.crd`"
     assert path.read_text() == crd.render_yaml(), (
-        f"{path.relative_to(ROOT)} is stale: run `python -m modeldeploy_operator.crd` and commit it"
+        f"{path.relative_to(crd.ROOT)} is stale: run `python -m modeldeploy_operator.crd` and commit it"
     )
 
 
