@@ -18,7 +18,8 @@ from modeldeploy_operator.render_cli import main
 from modeldeploy_operator.validation import validate_spec
 from operator_helpers import ROOT
 
-MODELDEPLOY = Path(sys.executable).parent / "modeldeploy"
+# What the `modeldeploy` console script runs, started the same way wherever the scripts are installed.
+MODELDEPLOY = [sys.executable, "-c", "import sys; from modeldeploy_cli import main; sys.exit(main())"]
 DIGITS = ROOT / "examples" / "digits-cpu.yaml"
 RESNET = ROOT / "examples" / "resnet50-gpu.yaml"
 
@@ -48,7 +49,7 @@ def resource(name: str = "m", **spec) -> dict:
 
 def test_the_command_prints_the_four_children_of_the_cpu_example():
     proc = subprocess.run(
-        [str(MODELDEPLOY), "render", "-f", str(DIGITS)], capture_output=True, text=True, timeout=60, cwd=ROOT
+        [*MODELDEPLOY, "render", "-f", str(DIGITS)], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
     assert proc.returncode == 0, proc.stderr
     docs = list(yaml.safe_load_all(proc.stdout))
