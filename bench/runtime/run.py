@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="per measurement (default: per model)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "runtime.json"))
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the server is stopped in `finally`
     model_dir = ROOT / "bench" / "out" / "models"
     results = []
     print(f"load average at start: {os.getloadavg()}, CPUs: {len(os.sched_getaffinity(0))}", flush=True)

@@ -92,14 +92,21 @@ async def _load_in_thread(config: RuntimeConfig, threads: int):
     future = loop.create_future()
 
     def settle(result, error) -> None:
-        if not future.done():
-            future.set_exception(error) if error is not None else future.set_result(result)
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
     def target():
         try:
             result = load_model(config, threads)
-        except BaseException as exc:  # delivered to the loop, which decides
+        except StartupError as exc:
             loop.call_soon_threadsafe(settle, None, exc)
+        except Exception as exc:  # a bug or an odd library error: still a reason the operator can show
+            log.exception("model load failed")
+            loop.call_soon_threadsafe(settle, None, ModelLoadFailed(f"{type(exc).__name__}: {exc}"))
         else:
             loop.call_soon_threadsafe(settle, result, None)
 
