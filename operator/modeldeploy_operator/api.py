@@ -7,9 +7,9 @@ descriptions become `kubectl explain`, and the operator parses every resource th
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 GROUP = "modeldeploy.dev"
@@ -27,6 +27,7 @@ LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+Quantity = Annotated[str, StringConstraints(pattern=QUANTITY)]
 
 
 class Model(BaseModel):
@@ -144,10 +145,8 @@ class Runtime(Model):
         description="Runtime image. Defaults to the operator's configured runtime image.",
         min_length=1,
     )
-    image_pull_policy: str | None = Field(
-        default=None,
-        description="Always, IfNotPresent or Never.",
-        json_schema_extra={"enum": ["Always", "IfNotPresent", "Never"]},
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="Always, IfNotPresent or Never."
     )
     image_pull_secrets: list[str] = Field(default_factory=list, description="Names of Secrets used to pull the image.")
     backend: Backend | None = Field(
@@ -187,15 +186,11 @@ class Resources(Model):
         max_length=63,
         pattern=LABEL_VALUE,
     )
-    requests: dict[str, str] = Field(
-        default_factory=dict,
-        description="CPU and memory requests, e.g. `{cpu: '2', memory: 4Gi}`.",
-        json_schema_extra={"additionalProperties": {"type": "string", "pattern": QUANTITY}},
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, description="CPU and memory requests, e.g. `{cpu: '2', memory: 4Gi}`."
     )
-    limits: dict[str, str] = Field(
-        default_factory=dict,
-        description="CPU and memory limits. The GPU limit comes from `gpu`.",
-        json_schema_extra={"additionalProperties": {"type": "string", "pattern": QUANTITY}},
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict, description="CPU and memory limits. The GPU limit comes from `gpu`."
     )
 
 

@@ -12,7 +12,7 @@ class ConfigError(ValueError):
     pass
 
 
-def _int(name: str, default: int, minimum: int = 1) -> int:
+def _int(name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
     raw = os.environ.get(name, "")
     if not raw:
         return default
@@ -22,6 +22,8 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
     if value < minimum:
         raise ConfigError(f"{name}={value} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={value} must be at most {maximum}")
     return value
 
 
@@ -41,7 +43,7 @@ class OperatorConfig:
         return cls(
             runtime_image=os.environ.get("MODELDEPLOY_RUNTIME_IMAGE") or DEFAULT_RUNTIME_IMAGE,
             resync_seconds=_int("MODELDEPLOY_RESYNC_SECONDS", 30),
-            metrics_port=_int("MODELDEPLOY_METRICS_PORT", 9090, minimum=0),
-            health_port=_int("MODELDEPLOY_HEALTH_PORT", 8081, minimum=0),
+            metrics_port=_int("MODELDEPLOY_METRICS_PORT", 9090, minimum=0, maximum=65535),
+            health_port=_int("MODELDEPLOY_HEALTH_PORT", 8081, minimum=0, maximum=65535),
             log_level=level,
         )

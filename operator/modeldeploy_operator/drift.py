@@ -46,7 +46,10 @@ def is_subset(desired: Any, live: Any) -> bool:
     if isinstance(desired, dict):
         if not isinstance(live, dict):
             return False
-        return all(k in live and is_subset(v, live[k]) for k, v in desired.items() if v is not None)
+        # The API server leaves empty values out (`ingress: []`, `value: ""`): absent matches empty.
+        return all(
+            is_subset(v, live[k]) if k in live else v in ("", [], {}) for k, v in desired.items() if v is not None
+        )
     if isinstance(desired, list):
         if not isinstance(live, list) or len(desired) != len(live):
             return False

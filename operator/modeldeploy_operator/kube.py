@@ -7,6 +7,7 @@ nothing at all when the live object already matches (see `drift.needs_apply`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -37,6 +38,10 @@ PLURALS = {
     api.KIND: api.PLURAL,
 }
 CR_API_VERSION = f"{api.GROUP}/{api.VERSION}"
+
+
+class NotFound(ApiException):
+    pass
 
 
 class TransientError(Exception):
@@ -91,7 +96,7 @@ class Kube:
         resp = self.client.call_api(method, url, header_params=headers, body=body, _request_timeout=30)
         data = resp.read()
         if resp.status >= 400:
-            exc = ApiException(status=resp.status, reason=resp.reason)
+            exc = (NotFound if resp.status == 404 else ApiException)(status=resp.status, reason=resp.reason)
             exc.body = data.decode(errors="replace") if data else ""
             if resp.status in (409, 429, 500, 503, 504):
                 raise TransientError(f"{method} {url_path}: {resp.status} {_message(exc.body)}") from exc
@@ -179,6 +184,11 @@ class Kube:
         return keys
 
     def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """A resource deleted while it was being reconciled has no status left to write: fine."""
+        with contextlib.suppress(NotFound):
+            self._patch_status(namespace, name, patch)
+
+    def _patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.request(
             "PATCH",
             path(CR_API_VERSION, api.KIND, namespace, name, "status"),

@@ -109,10 +109,10 @@ def decide_rollback(
         return Decision(Action.NONE, "the restored last known good revision is failing too; not rolling back again")
     if known_good is not None and known_good.template_hash == template_hash:
         return Decision(Action.NONE, "the last known good revision itself is failing; nothing older to restore")
+    if already_recorded:  # decided before (nothing could be restored, or it was not to be)
+        return Decision(Action.NONE, "failure already recorded")
     if auto_rollback and known_good is not None:
         return Decision(Action.ROLL_BACK, f"restoring revision {known_good.revision}")
-    if already_recorded:
-        return Decision(Action.NONE, "failure already recorded")
     if known_good is None:
         return Decision(Action.RECORD_FAILURE, "no known good revision to restore yet")
     return Decision(Action.RECORD_FAILURE, "spec.rollout.autoRollback is false")

@@ -124,11 +124,10 @@ def validate_spec(spec: api.ModelDeploymentSpec) -> list[Problem]:
         problems.append(Problem("spec.podDisruptionBudget", "set minAvailable or maxUnavailable, not both"))
     problems += _int_or_percent("spec.podDisruptionBudget.minAvailable", pdb.min_available)
     problems += _int_or_percent("spec.podDisruptionBudget.maxUnavailable", pdb.max_unavailable)
-    for key in list(res.requests) + list(res.limits):
-        if key == "nvidia.com/gpu":
-            problems.append(
-                Problem("spec.resources", "set GPUs with spec.resources.gpu, not nvidia.com/gpu in requests/limits")
-            )
+    if "nvidia.com/gpu" in res.requests or "nvidia.com/gpu" in res.limits:
+        problems.append(
+            Problem("spec.resources", "set GPUs with spec.resources.gpu, not nvidia.com/gpu in requests/limits")
+        )
     return problems
 
 

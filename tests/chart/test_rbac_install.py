@@ -211,21 +211,7 @@ class ChartOperator(Operator):
         # The chart's ports are fixed; here several processes share one machine.
         env.pop("MODELDEPLOY_METRICS_PORT")
         env.pop("MODELDEPLOY_HEALTH_PORT")
-        super().__init__(kubeconfig, log_dir, extra_env=env)
-        self.args = list(container["args"])
-
-    def start(self) -> ChartOperator:
-        self.starts += 1
-        log = open(self.log_dir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modeldeploy_operator.cli", *self.args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        wait_for(self._healthy, 30, "the operator's liveness endpoint")
-        return self
+        super().__init__(kubeconfig, log_dir, extra_env=env, args=container["args"])
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,15 @@ def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float 
 class Operator:
     """`modeldeploy-operator` run as a real process against the test cluster."""
 
-    def __init__(self, kubeconfig: Path, log_dir: Path, resync_seconds: int = 3, extra_env: dict | None = None):
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_dir: Path,
+        resync_seconds: int = 3,
+        extra_env: dict | None = None,
+        args: list[str] | None = None,
+    ):
+        self.args = list(args) if args is not None else ["--all-namespaces"]
         self.kubeconfig, self.log_dir = kubeconfig, log_dir
         self.env = {
             **os.environ,
@@ -66,7 +74,7 @@ class Operator:
         self.starts += 1
         log = open(self.log_dir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modeldeploy_operator.cli", "--all-namespaces"],
+            [sys.executable, "-m", "modeldeploy_operator.cli", *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -270,22 +270,9 @@ def test_a_resource_without_spec_is_refused():
     assert any("'spec' is a required property" in e for e in errors_of({k: v for k, v in BASE.items() if k != "spec"}))
 
 
-# Constraints that live only in `json_schema_extra` reach the CRD but not pydantic's validation, so
-# `modeldeploy render -f` (which has no API server in front of it) renders such a resource.
-ONLY_IN_THE_CRD = {
-    "quantity": "api.Resources.requests/limits: the quantity pattern is json_schema_extra only; pydantic accepts 'lots'",
-    "pull-policy": "api.Runtime.image_pull_policy: the enum is json_schema_extra only; pydantic accepts 'Sometimes'",
-}
-
-
 @pytest.mark.parametrize(
     "change",
-    [
-        pytest.param(change, marks=pytest.mark.xfail(strict=True, reason=ONLY_IN_THE_CRD[key]))
-        if key in ONLY_IN_THE_CRD
-        else change
-        for key, (change, _) in INVALID.items()
-    ],
+    [change for change, _ in INVALID.values()],
     ids=INVALID.keys(),
 )
 def test_the_models_refuse_what_the_schema_refuses(change):

@@ -178,15 +178,6 @@ def test_with_spec_hash_leaves_its_input_alone():
 # ---- fields the API server omits when empty ----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "render/networkpolicy.py renders `ingress: []` for networkPolicy.allowFrom: [] without metrics "
-        "scrapers; the API server omits the empty list (omitempty; seen on the local 1.20 kube-apiserver), so "
-        "drift.is_subset never matches and "
-        "every resync re-applies the NetworkPolicy"
-    ),
-)
 def test_deny_all_network_policy_as_stored_is_in_sync():
     want = desired("NetworkPolicy", networkPolicy={"allowFrom": []})
     live = as_served(want)
@@ -194,13 +185,6 @@ def test_deny_all_network_policy_as_stored_is_in_sync():
     assert not needs_apply(want, live)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "render/deployment.py passes spec.runtime.env through verbatim; a `value: ''` is omitted by the API server (seen on the local 1.20 "
-        "kube-apiserver), so drift.is_subset never matches and every resync re-applies the Deployment"
-    ),
-)
 def test_user_env_with_an_empty_value_as_stored_is_in_sync():
     want = desired(runtime={"env": [{"name": "EXTRA", "value": ""}]})
     live = as_served(want)

@@ -216,14 +216,6 @@ def test_no_env_var_is_rendered_with_an_empty_value(spec):
     assert [name for name, var in env(**spec).items() if var.get("value") == ""] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "render/deployment.py runtime_env appends spec.runtime.env verbatim, so a user env var "
-        "`{name: X, value: ''}` is rendered with an empty value; the API server stores it without "
-        "`value`, and drift.is_subset then reports drift on every resync (a write each time)"
-    ),
-)
 def test_a_user_env_var_with_an_empty_value_is_not_rendered_empty():
     e = env(runtime={"env": [{"name": "EXTRA", "value": ""}]})
     assert e.get("EXTRA", {}).get("value") != ""

@@ -292,14 +292,6 @@ def test_a_new_retry_annotation_after_a_rollback_is_a_new_attempt():
     assert decide(record=old, retry_token="2").action == Action.ROLL_BACK
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "rollback.decide_rollback returns RollBack before checking `already_recorded`: when the known good "
-        "ReplicaSet is gone, reconcile downgrades each RollBack to RecordFailure with a new `time`, so every "
-        "resync rewrites status.rollback (a status write per resync for a failure already recorded)"
-    ),
-)
 def test_a_failure_recorded_without_restore_is_not_decided_again():
     assert decide(record=record(rolled_back=False)).action == Action.NONE
 

@@ -128,13 +128,6 @@ def test_valid_specs_have_no_problems(spec):
     assert validate_spec(make_spec(**spec)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "validation.validate_spec loops over requests and limits and appends one problem per key, so "
-        "nvidia.com/gpu in both (a common way to write it) shows the same message twice in status"
-    ),
-)
 def test_gpu_in_requests_and_limits_is_one_problem():
     spec = make_spec(resources={"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}})
     assert len(validate_spec(spec)) == 1

@@ -113,13 +113,6 @@ def test_a_bad_value_is_refused_naming_the_variable(environ, name, value, why):
     assert why in str(err.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "config._int checks a minimum only: MODELDEPLOY_METRICS_PORT / MODELDEPLOY_HEALTH_PORT above 65535 "
-        "pass, and the operator then fails later in start_http_server / kopf with an error not naming the variable"
-    ),
-)
 @pytest.mark.parametrize("name", ["MODELDEPLOY_METRICS_PORT", "MODELDEPLOY_HEALTH_PORT"])
 def test_a_port_above_65535_is_refused(environ, name):
     environ(**{name: "70000"})

@@ -60,7 +60,8 @@ def runtime_env(target: Target) -> list[dict[str, Any]]:
                 "valueFrom": {"secretKeyRef": {"name": spec.auth.secret_name, "key": spec.auth.secret_key}},
             }
         )
-    return env + list(runtime.env)
+    # A user's `value: ""` means the same as no value; render it the way the API server stores it.
+    return env + [{k: v for k, v in e.items() if not (k == "value" and v == "")} for e in runtime.env]
 
 
 def container_resources(spec: api.ModelDeploymentSpec) -> dict[str, Any]:
