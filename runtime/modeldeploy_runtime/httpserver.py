@@ -24,9 +24,10 @@ import httptools
 log = logging.getLogger(__name__)
 
 REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 405: b"Method Not Allowed",
-           413: b"Content Too Large", 500: b"Internal Server Error", 503: b"Service Unavailable"}  # fmt: skip
+           413: b"Content Too Large", 431: b"Request Header Fields Too Large", 500: b"Internal Server Error", 503: b"Service Unavailable"}  # fmt: skip
 MAX_PIPELINED = 16  # parsed requests waiting behind the current one before reading pauses
 READ_BUFFER = 256 * 1024
+MAX_HEAD_BYTES = 64 * 1024
 DIRECT_READ_MIN = 64 * 1024  # bodies from this size on are read straight into their own buffer
 
 
@@ -88,6 +89,9 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._body: memoryview | None = None  # the large body being read, when there is one
         self._filled = 0
         self._raw_mode = False  # reading the rest of _body directly, bypassing the parser
+        self._in_head = True  # between requests or inside a request line and headers
+        self._began = False
+        self._head_bytes = 0  # bytes of a request head seen in whole chunks, to bound it
         self._keep_alive = True
         self.transport: asyncio.Transport | None = None
         self.pending: deque[tuple[Request, bool]] = deque()
@@ -129,6 +133,7 @@ class HttpConnection(asyncio.BufferedProtocol):
                 self.parser = httptools.HttpRequestParser(self)
                 self._complete(self._body)
             return
+        whole_chunk_in_head = self._in_head and self._began  # a head already under way
         try:
             self.parser.feed_data(self._scratch[:nbytes])
         except httptools.HttpParserUpgrade:
@@ -139,9 +144,15 @@ class HttpConnection(asyncio.BufferedProtocol):
             return
         if self._body is not None and not self._discard and self._filled < len(self._body):
             self._raw_mode = True
+        if whole_chunk_in_head and self._in_head:
+            self._head_bytes += nbytes
+            if self._head_bytes > MAX_HEAD_BYTES:  # the parser would buffer them without end
+                self._fail(431, b"the request line and headers exceed %d bytes" % MAX_HEAD_BYTES)
 
     # httptools callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self._began = True
+        self._head_bytes = 0
         self._url = b""
         self._headers = {}
         self._chunks = []
@@ -157,6 +168,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._headers[name.lower()] = value
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self._received = time.perf_counter()
         self._method = self.parser.get_method().decode("latin-1")
         length = self._headers.get(b"content-length")
@@ -198,6 +210,8 @@ class HttpConnection(asyncio.BufferedProtocol):
 
     def _complete(self, body: bytes | bytearray | memoryview) -> None:
         self._body = None
+        self._in_head = True
+        self._began = False
         if self._discard or self.closing:
             return
         self.pending.append((self._request(body), self._keep_alive))

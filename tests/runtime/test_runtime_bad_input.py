@@ -3,9 +3,11 @@ keeps serving after each."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
+import time
 import urllib.request
 
 import numpy as np
@@ -149,3 +151,22 @@ def test_failures_are_counted_by_reason(server):
     found = re.search(r'modeldeploy_inference_requests_total\{model="two",outcome="failure",reason="bad_request"\} (\S+)',
                       text)  # fmt: skip
     assert found and float(found.group(1)) >= 1
+
+
+def test_endless_headers_are_cut_off_with_431(server):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /v2/models/two/infer HTTP/1.1\r\nHost: x\r\nX-Long: ")
+        reply = b""
+        try:
+            for _ in range(100):  # 100 x 4 KB, far past the 64 KB limit
+                s.sendall(b"a" * 4096)
+                time.sleep(0.001)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        s.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):
+            reply = s.recv(1000)
+    assert reply.startswith(b"HTTP/1.1 431"), reply
+    assert infer_json(server, {"inputs": good_inputs()})[0] == 200
