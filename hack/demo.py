@@ -1,9 +1,10 @@
 """The whole loop in one command (`make demo`).
 
-1. A Kubernetes control plane starts on loopback (or, with --kubeconfig / $KUBECONFIG set and
-   --use-cluster, your cluster is used), the CRD is installed and the operator runs.
+1. A Kubernetes control plane starts on loopback, or, when $KUBECONFIG is set, that cluster is used
+   (`--local` forces the local one). The CRD is installed and the operator runs (on this machine).
 2. `examples/digits-cpu.yaml` is applied; `kubectl get mdep` and the children are shown.
-3. The local control plane has no kubelet, so this script plays it: for each pod the operator's
+3. The local control plane has no kubelet, so this script plays it (on a real cluster the kubelet
+   runs the runtime image itself): for each pod the operator's
    Deployment creates, it starts the real runtime (`modeldeploy-runtime serve`) with the very
    environment of the pod's container, and reports the pod Ready when the runtime is ready, or
    terminated with the runtime's termination message when it exits.
@@ -53,7 +54,9 @@ class Demo:
         self.core = kubernetes.client.CoreV1Api(client)
         self.apps = kubernetes.client.AppsV1Api(client)
         self.custom = kubernetes.client.CustomObjectsApi(client)
+        self.patience = 1 if play_kubelet else 5  # a real cluster pulls a large image first
         self.runtimes: dict[str, tuple[subprocess.Popen, int, Path]] = {}  # pod -> (process, port, term log)
+        self.forward: tuple[subprocess.Popen, int] | None = None
 
     def kubectl(self, *args: str, show: bool = True, stdin: str | None = None) -> str:
         if show:
@@ -171,7 +174,7 @@ class Demo:
             proc.wait(10)
 
     def wait(self, check, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * self.patience
         while True:
             if self.play_kubelet:
                 self.tend_pods()
@@ -227,12 +230,7 @@ class Demo:
 
         digits = load_digits()
         pixels, label = digits.data[7].astype("float32").tolist(), int(digits.target[7])
-        ready = [
-            port
-            for name, (proc, port, _) in self.runtimes.items()
-            if proc.poll() is None and _http_ok(f"http://127.0.0.1:{port}/v2/health/ready")
-        ]
-        url = f"http://127.0.0.1:{ready[0]}/v2/models/digits/infer"
+        url = f"http://127.0.0.1:{self.model_port()}/v2/models/digits/infer"
         body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": pixels}]}
         print(
             f'$ curl -s {url} -d \'{{"inputs": [{{"name": "input", "datatype": "FP32", '
@@ -247,9 +245,31 @@ class Demo:
         )
         print(f"   predicted {outputs['label']['data'][0]}, true label {label}")
 
+    def model_port(self) -> int:
+        """A local port that reaches a ready replica: a runtime this script runs, or, on a real
+        cluster, `kubectl port-forward` to the Service."""
+        if self.play_kubelet:
+            return next(
+                port
+                for proc, port, _ in self.runtimes.values()
+                if proc.poll() is None and _http_ok(f"http://127.0.0.1:{port}/v2/health/ready")
+            )
+        if self.forward is None or self.forward[0].poll() is not None:
+            port = free_port()
+            proc = subprocess.Popen(
+                ["kubectl", f"--kubeconfig={self.kubeconfig}", "port-forward", "-n", NS, "svc/digits", f"{port}:8080"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self.forward = (proc, port)
+            wait_for(lambda: _http_ok(f"http://127.0.0.1:{port}/v2/health/ready"), 30, "kubectl port-forward")
+        return self.forward[1]
+
     def close(self) -> None:
         for name in list(self.runtimes):
             self.stop_runtime(name)
+        if self.forward is not None and self.forward[0].poll() is None:
+            self.forward[0].terminate()
 
 
 def _now() -> str:
@@ -290,18 +310,20 @@ def _container(pod, ready: bool, restarts: int, **state) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--local", action="store_true", help="use the local control plane even if $KUBECONFIG is set")
+    parser.add_argument("--keep", action="store_true", help="leave what the demo made in place at the end")
     parser.add_argument(
-        "--use-cluster",
-        action="store_true",
-        help="run against $KUBECONFIG's cluster (the runtime image must be pullable there)",
+        "--runtime-image",
+        default="ghcr.io/modeldeploy/runtime:0.1.0",
+        help="runtime image (on a real cluster it must be pullable by the nodes)",
     )
-    parser.add_argument("--keep", action="store_true", help="leave the local control plane running at the end")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="modeldeploy-demo-"))
     cluster = None
-    if args.use_cluster:
-        kubeconfig = Path(os.environ.get("KUBECONFIG", Path.home() / ".kube" / "config"))
-        print(f"Using the cluster of {kubeconfig}")
+    if os.environ.get("KUBECONFIG") and not args.local:
+        kubeconfig = Path(os.environ["KUBECONFIG"])
+        context = subprocess.run(["kubectl", "config", "current-context"], capture_output=True, text=True).stdout
+        say(f"Using your cluster: KUBECONFIG={kubeconfig}, context {context.strip()} (--local to use a local one)")
     else:
         say("Starting a local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager)")
         cluster = LocalCluster(workdir / "cluster").start()
@@ -327,21 +349,24 @@ def main() -> int:
             kubeconfig,
             workdir / "operator",
             resync_seconds=10,
-            extra_env={"MODELDEPLOY_RUNTIME_IMAGE": "ghcr.io/modeldeploy/runtime:0.1.0"},
+            extra_env={"MODELDEPLOY_RUNTIME_IMAGE": args.runtime_image},
         ).start()
         print(f"modeldeploy-operator running (pid {operator.proc.pid}, log {workdir / 'operator'})")
         demo.run()
-        say("Done. Everything above ran for real; only the kubelet was played by this script.")
+        played = " only the kubelet was played by this script." if cluster is not None else ""
+        say(f"Done. Everything above ran for real;{played}")
         return 0
     finally:
         demo.close()
         if operator is not None:
             operator.stop()
-        if cluster is not None and not args.keep:
+        if args.keep:
+            print(f"Left in place: export KUBECONFIG={kubeconfig}; kubectl get mdep -n {NS}")
+        elif cluster is not None:
             cluster.stop()
             shutil.rmtree(workdir, ignore_errors=True)
-        elif cluster is not None:
-            print(f"The control plane keeps running: export KUBECONFIG={kubeconfig}")
+        else:
+            demo.kubectl("delete", "namespace", NS, "--wait=false")
 
 
 if __name__ == "__main__":
