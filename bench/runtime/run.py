@@ -1,14 +1,15 @@
 """Runtime benchmark: our server over loopback against ONNX Runtime called in-process, in the same run.
 
-    .venv/bin/python bench/runtime/run.py                 # everything (about 6 minutes)
+    .venv/bin/python bench/runtime/run.py                 # everything (about 5 minutes)
     .venv/bin/python bench/runtime/run.py --models mlp --rounds 1 --seconds 2
 
 For each model it starts ``modeldeploy-runtime serve`` (default settings: threads from the CPU
 quota, max batch 8, greedy batching), records time from start to ready and peak RSS, then for each
-concurrency runs, in turn and for several rounds: the model in-process (``concurrency`` threads
+concurrency runs, in turn and for several short rounds: the model in-process (``concurrency`` threads
 calling ``session.run`` on a default ONNX Runtime session: the physical limit), the server with
-binary tensors, the server with JSON tensors. Each figure is the median over rounds, so a burst of
-load from a neighbour shifts one round, not the result. Results go to bench/out/runtime.json and a
+binary tensors, the server with JSON tensors. Rounds are short so that each server figure is taken
+next to its in-process reference under the same neighbour load; each figure is the median over
+rounds (ratios are medians of per-round ratios). Results go to bench/out/runtime.json and a
 markdown table on stdout.
 """
 
@@ -43,7 +44,7 @@ PLAN = {
     "mobilenet_v2": ((1, 3, 224, 224), {c: ("binary", "json") for c in (1, 8, 32)}),
     "mlp": ((1, 64), {c: ("binary", "json") for c in (1, 8, 32)}),
 }
-SECONDS = {"resnet50": 8.0, "mobilenet_v2": 4.0, "mlp": 3.0}
+SECONDS = {"resnet50": 2.5, "mobilenet_v2": 1.5, "mlp": 1.0}
 PORT = 18765
 
 
@@ -173,7 +174,7 @@ def markdown(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(PLAN), default=list(PLAN))
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, help="per measurement (default: per model)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "runtime.json"))
     args = parser.parse_args(argv)
