@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 from .config import ConfigError, OperatorConfig
 
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"modeldeploy-operator: {exc}", file=sys.stderr)
         return 2
+    # With `insecure-skip-tls-verify` in a kubeconfig, urllib3 would warn on every request: once is enough.
+    warnings.filterwarnings("once", message="Unverified HTTPS request")
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import kopf  # noqa: PLC0415 (imported late so that --help and config errors are quick)
     from prometheus_client import start_http_server  # noqa: PLC0415
