@@ -92,7 +92,6 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
     selector = naming.selector_string(name)
     replicasets = kube.list("apps/v1", "ReplicaSet", namespace, selector)
     pods = kube.list("v1", "Pod", namespace, selector)
-    known_good = previous.last_known_good
     observed = Observed(
         name=name,
         namespace=namespace,
@@ -101,7 +100,7 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
         state=ABSENT,
         assessment=assess_rollout(ABSENT, 1),
         problems=tuple(problems),
-        known_good=known_good,
+        known_good=previous.last_known_good,
         record=previous.rollback,
         rollback_count=previous.rollback_count,
         pinned=is_pinned(previous.rollback, generation, retry_token),
@@ -114,14 +113,7 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
         return Result(_write_status(kube, body, observed), None)
 
     target = Target(name, namespace, meta["uid"], spec)
-    restore = _known_good_template(replicasets, known_good) if observed.pinned else None
-    children = render_children(target, settings, restore)
-    if observed.pinned and restore is None:
-        log.warning("%s/%s: the last known good ReplicaSet is gone; leaving the Deployment as it is", namespace, name)
-        children = [c for c in children if c.kind != "Deployment"]
-    live = kube.sync_children(children, kube.live_children(children, namespace, name), meta["uid"])
-    deployment = live.get("Deployment") or kube.get("apps/v1", "Deployment", namespace, name)
-    template = restore if restore is not None else render_pod_template(target, settings)
+    deployment, template = _sync_children(kube, settings, target, observed, replicasets)
     template_hash = naming.content_hash(template)
     state = observe_rollout(deployment, replicasets, pods)
     assessment = assess_rollout(state, spec.rollout.crash_loop_restarts)
@@ -132,53 +124,99 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
         generation=generation,
         template_hash=template_hash,
         auto_rollback=spec.rollout.auto_rollback,
-        known_good=known_good,
+        known_good=observed.known_good,
         record=observed.record,
         pinned=observed.pinned,
         retry_token=retry_token,
     )
-    restore = _known_good_template(replicasets, known_good) if decision.action == Action.ROLL_BACK else None
+    restore = _known_good_template(replicasets, observed.known_good) if decision.action == Action.ROLL_BACK else None
     if decision.action == Action.ROLL_BACK and restore is None:
         decision = Decision(Action.RECORD_FAILURE, "the last known good ReplicaSet no longer exists")
-        assessment = replace(assessment, message=f"{assessment.message}; {decision.why}, nothing to restore")
-    if decision.action == Action.MARK_KNOWN_GOOD:
         observed = replace(
+            observed,
+            assessment=replace(assessment, message=f"{assessment.message}; {decision.why}, nothing to restore"),
+        )
+    observed = record_decision(observed, decision, template_hash, retry_token, now_rfc3339())
+    if restore is not None:
+        observed = _roll_back(kube, settings, body, target, observed, restore)
+    return Result(_write_status(kube, body, observed), decision)
+
+
+def _sync_children(
+    kube: Kube, settings: Settings, target: Target, observed: Observed, replicasets: list[dict[str, Any]]
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Applies what differs; returns the Deployment as it now is and the pod template it should run."""
+    restore = _known_good_template(replicasets, observed.known_good) if observed.pinned else None
+    children = render_children(target, settings, restore)
+    if observed.pinned and restore is None:
+        log.warning(
+            "%s/%s: the last known good ReplicaSet is gone; leaving the Deployment as it is",
+            target.namespace,
+            target.name,
+        )
+        children = [c for c in children if c.kind != "Deployment"]
+    live = kube.sync_children(children, kube.live_children(children, target.namespace, target.name), target.uid)
+    deployment = live.get("Deployment") or kube.get("apps/v1", "Deployment", target.namespace, target.name)
+    return deployment, restore if restore is not None else render_pod_template(target, settings)
+
+
+def record_decision(
+    observed: Observed, decision: Decision, template_hash: str, retry_token: str | None, now: str
+) -> Observed:
+    """What a decision changes in what status will say. Pure."""
+    state, assessment = observed.state, observed.assessment
+    if decision.action == Action.MARK_KNOWN_GOOD:
+        return replace(
             observed,
             known_good=api.KnownGood(
                 revision=state.revision or 0,
-                generation=generation,
+                generation=observed.generation,
                 template_hash=template_hash,
                 pod_template_hash=state.pod_template_hash or "",
-                time=now_rfc3339(),
+                time=now,
             ),
         )
-    elif decision.action in (Action.ROLL_BACK, Action.RECORD_FAILURE):
-        observed = replace(
-            observed,
-            record=api.RollbackRecord(
-                failed_generation=generation,
-                failed_revision=state.revision,
-                restored_revision=known_good.revision if restore is not None else None,
-                reason=assessment.reason,
-                message=assessment.message,
-                pod=assessment.pod,
-                time=now_rfc3339(),
-                rolled_back=restore is not None,
-                retry_token=retry_token,
-            ),
-        )
-    if restore is not None:
-        observed = replace(observed, pinned=True, rollback_count=observed.rollback_count + 1)
-        metrics.ROLLBACKS.labels(reason=assessment.reason).inc()
-        # Record the intent before acting: if the operator dies before the template is applied, the
-        # next reconcile reads the record, is pinned to the known good template, and completes it.
-        _write_status(kube, body, observed)
-        restored = kube.apply(with_spec_hash(render_deployment(target, settings, restore)))
-        state = observe_rollout(restored, [], [])
-        observed = replace(observed, state=state, assessment=assess_rollout(state, spec.rollout.crash_loop_restarts))
-        log.warning("%s/%s: rolled back to revision %s: %s", namespace, name, known_good.revision, assessment.message)
-    written = _write_status(kube, body, observed)
-    return Result(written, decision)
+    if decision.action not in (Action.ROLL_BACK, Action.RECORD_FAILURE):
+        return observed
+    rolling_back = decision.action == Action.ROLL_BACK
+    record = api.RollbackRecord(
+        failed_generation=observed.generation,
+        failed_revision=state.revision,
+        restored_revision=observed.known_good.revision if rolling_back and observed.known_good else None,
+        reason=assessment.reason,
+        message=assessment.message,
+        pod=assessment.pod,
+        time=now,
+        rolled_back=rolling_back,
+        retry_token=retry_token,
+    )
+    if not rolling_back:
+        return replace(observed, record=record)
+    return replace(observed, record=record, pinned=True, rollback_count=observed.rollback_count + 1)
+
+
+def _roll_back(
+    kube: Kube,
+    settings: Settings,
+    body: dict[str, Any],
+    target: Target,
+    observed: Observed,
+    template: dict[str, Any],
+) -> Observed:
+    metrics.ROLLBACKS.labels(reason=observed.assessment.reason).inc()
+    # Record the intent before acting: if the operator dies before the template is applied, the
+    # next reconcile reads the record, is pinned to the known good template, and completes it.
+    _write_status(kube, body, observed)
+    restored = kube.apply(with_spec_hash(render_deployment(target, settings, template)))
+    log.warning(
+        "%s/%s: rolled back to revision %s: %s",
+        target.namespace,
+        target.name,
+        observed.record.restored_revision if observed.record else None,
+        observed.assessment.message,
+    )
+    state = observe_rollout(restored, [], [])
+    return replace(observed, state=state, assessment=assess_rollout(state, target.spec.rollout.crash_loop_restarts))
 
 
 def _known_good_template(replicasets: list[dict[str, Any]], known_good: api.KnownGood | None) -> dict[str, Any] | None:
