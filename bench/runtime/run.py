@@ -67,11 +67,11 @@ def requests_for(x: np.ndarray, port: int) -> dict[str, bytes]:
     return {"binary": binary, "json": build_request("127.0.0.1", port, "/v2/models/m/infer", body)}
 
 
-def start_server(model_path: Path, port: int) -> tuple[subprocess.Popen, float]:
+def start_server(model_path: Path, port: int, extra: list[str] = ()) -> tuple[subprocess.Popen, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELDEPLOY_")}
     cmd = [sys.executable, "-m", "modeldeploy_runtime.cli", "serve", "--model", str(model_path), "--name", "m",
            "--port", str(port), "--host", "127.0.0.1", "--termination-log", "/dev/null",
-           "--cache-dir", str(ROOT / "bench" / "out" / "cache"), "--log-level", "warning"]  # fmt: skip
+           "--cache-dir", str(ROOT / "bench" / "out" / "cache"), "--log-level", "warning", *extra]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env)
     deadline = time.monotonic() + 120
@@ -108,17 +108,26 @@ def median_row(results: list[Result]) -> dict:
     return out
 
 
-def bench_model(name: str, path: Path, rounds: int, seconds: float | None) -> dict:
+def bench_model(
+    name: str,
+    path: Path,
+    rounds: int,
+    seconds: float | None,
+    server_args: list[str] = (),
+    concurrency: list[int] | None = None,
+) -> dict:
     shape, plan = PLAN[name]
     duration = seconds or SECONDS[name]
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    proc, ready_s = start_server(path, PORT)
+    proc, ready_s = start_server(path, PORT, server_args)
     load_before = os.getloadavg()
     try:
         reqs = requests_for(x, PORT)
         scenarios = []
         for conc, encodings in plan.items():
+            if concurrency and conc not in concurrency:
+                continue
             runs: dict[str, list[Result]] = {"in-process": [], **{e: [] for e in encodings}}
             for _ in range(rounds):
                 runs["in-process"].append(
@@ -176,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=list(PLAN), default=list(PLAN))
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, help="per measurement (default: per model)")
+    parser.add_argument("--concurrency", type=int, nargs="+", help="only these concurrencies")
+    parser.add_argument("--server-args", default="", help="extra flags for the server, e.g. '--threads 1'")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "runtime.json"))
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the server is stopped in `finally`
@@ -186,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         path = model_dir / f"{name}.onnx"
         if not path.exists():
             model_builders.MODELS[name](str(path))
-        results.append(bench_model(name, path, args.rounds, args.seconds))
+        results.append(bench_model(name, path, args.rounds, args.seconds, args.server_args.split(), args.concurrency))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(markdown(results))
