@@ -113,7 +113,13 @@ def test_tensorrt_engines_need_the_gpu_image_here(tmp_path):
 
 @pytest.mark.parametrize(
     ("device", "threads", "latency", "spin"),
-    [("cpu", 2, 0.030, True), ("cpu", 2, 0.0001, False), ("cpu", 1, 0.030, False), ("gpu", 4, 0.030, False)],
+    [
+        ("cpu", 2, 0.030, True),
+        ("cpu", 2, 0.004, True),
+        ("cpu", 2, 0.0001, False),
+        ("cpu", 1, 0.030, False),
+        ("gpu", 4, 0.030, False),
+    ],
 )
 def test_pool_threads_spin_only_for_heavy_cpu_models(device, threads, latency, spin):
     assert spinning_pays(device, threads, latency) is spin

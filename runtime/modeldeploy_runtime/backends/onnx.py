@@ -110,16 +110,17 @@ def batchable(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> bo
 
 
 # Below this single-inference latency, ONNX Runtime's pool threads do not spin (see spinning_pays).
-SPIN_MIN_LATENCY_S = 0.005
+SPIN_MIN_LATENCY_S = 0.001
 
 
 def spinning_pays(device: str, threads: int, single_latency_s: float) -> bool:
     """Whether ONNX Runtime's pool threads should spin between operators rather than sleep.
 
-    Spinning saves a thread wake-up per parallel operator: a gain on heavy models (ResNet-50 ran
-    4 % faster on 2 cores) and a loss on light ones, where the spinning takes the CPU that the HTTP
-    side needs (a small MLP at concurrency 8 served 45 % fewer requests/s, with a p99 four times
-    worse). Only the CPU provider with more than one thread has a pool to spin."""
+    Spinning saves a thread wake-up per parallel operator: a gain on models of a millisecond or
+    more (ResNet-50 ran 4 % faster on 2 cores, MobileNetV2 0.2 ms faster at concurrency 1 and no
+    slower at 8) and a loss on light ones, where the spinning takes the CPU that the HTTP side
+    needs (a small MLP at concurrency 8 served 45 % fewer requests/s, with a p99 four times worse).
+    Only the CPU provider with more than one thread has a pool to spin."""
     return device == "cpu" and threads > 1 and single_latency_s >= SPIN_MIN_LATENCY_S
 
 
