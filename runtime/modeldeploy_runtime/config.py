@@ -165,13 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
                 help=f"{s.help} [env {s.env}]",
             )
         else:
-            default = "" if s.default is None else s.default
+            default = "required" if s.default is None else f"default {s.default}" if s.default != "" else "default none"
             parser.add_argument(
                 s.flag,
                 dest=s.field,
                 default=None,
-                metavar=s.field.upper(),
-                help=f"{s.help} [env {s.env}; default {default!s}]",
+                metavar="|".join(s.choices) if s.choices else s.field.upper(),
+                help=f"{s.help} [env {s.env}; {default}]",
             )
     return parser
 
