@@ -10,6 +10,7 @@ from runtime_helpers import (
     ServerProcess,
     affine_model,
     fixed_shape_model,
+    pairs_model,
     slow_model,
     start_server,
     string_model,
@@ -26,6 +27,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
         "fixed": fixed_shape_model(root / "fixed.onnx"),
         "strings": string_model(root / "strings.onnx"),
         "slow": slow_model(root / "slow.onnx"),
+        "pairs": pairs_model(root / "pairs.onnx"),
     }
 
 

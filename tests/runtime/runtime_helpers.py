@@ -89,6 +89,19 @@ def string_model(path: Path) -> Path:
     return _save(graph, path)
 
 
+def pairs_model(path: Path) -> Path:
+    """Reshape FP32 [batch, n] to [batch, n/2, 2]: fails for n = 1, which is what warm-up sends
+    for a dynamic dimension."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "to"], ["y"])],
+        "pairs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "half", 2])],
+        initializer=[numpy_helper.from_array(np.array([0, -1, 2], dtype=np.int64), "to")],
+    )
+    return _save(graph, path)
+
+
 def slow_model(path: Path, layers: int = 200, width: int = 512) -> Path:
     """MatMul+Tanh repeated on FP32 [batch, rows, width] with one shared weight: a small file whose
     cost grows with the dynamic ``rows``, so a test picks how long a request stays in flight (warm-up

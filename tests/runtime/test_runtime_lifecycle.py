@@ -193,3 +193,22 @@ def test_cli_without_serve_prints_usage():
     bad = subprocess.run([sys.executable, "-m", "modeldeploy_runtime.cli", "run"], capture_output=True, text=True,
                          timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "unknown command 'run'" in bad.stderr
+
+
+def test_model_that_cannot_run_generated_inputs_serves_without_warm_up(server_factory, models):
+    import numpy as np
+    from runtime_helpers import post
+
+    server = server_factory(models["pairs"], "m")
+    assert "warm-up skipped" in server.log()
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    head = f'{{"inputs": [{{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": {x.ravel().tolist()}}}]}}'
+    assert post(server, head.encode(), {})[0] == 200
+
+
+def test_latency_gate_needs_warm_up_to_work(server_factory, models):
+    server = server_factory(models["pairs"], "m", LATENCY_BUDGET_MS=100, wait=False)
+    assert server.wait_exit() == 1
+    message = server.termination_log.read_text()
+    assert message.startswith("model load failed: warm-up inference on generated inputs")
+    assert "MODELDEPLOY_LATENCY_BUDGET_MS=0" in message
