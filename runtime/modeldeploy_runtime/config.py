@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -218,6 +219,8 @@ def validate(values: dict[str, Any]) -> RuntimeConfig:
             "use another port, or 0 to serve /metrics on the HTTP port only"
         )
     path = values["model_path"]
+    if path.startswith("file://"):  # the form ModelDeployment specs use for paths in the image
+        path = values["model_path"] = urllib.parse.urlparse(path).path
     is_url = path.startswith(("http://", "https://"))
     if "://" in path and not is_url:
         raise ConfigError(f"{_where(_BY_FIELD['model_path'])} is {path!r}; give a file path or an http(s):// URL")

@@ -78,3 +78,8 @@ def test_repr_hides_the_token():
     config = load_config(["--auth-token", "s3cret"], BASE)
     assert "s3cret" not in repr(config)
     assert config.auth_token == "s3cret"
+
+
+def test_file_uri_is_a_path():
+    config = load_config([], {**BASE, "MODELDEPLOY_MODEL_PATH": "file:///opt/models/digits.onnx"})
+    assert config.model_path == "/opt/models/digits.onnx" and not config.is_url
