@@ -198,6 +198,7 @@ class OnnxBackend:
         if device == "cpu" and threads > 1:
             latency = self._probe_latency()
             if spinning_pays(device, threads, latency):
+                self.session = None  # freed first, so that peak memory holds one copy of the weights
                 self.session = self._create(ort, model_path, session_options(threads, spinning=True), providers)
                 self.info.extra["spinning"] = "on"
         log.info(
