@@ -13,9 +13,9 @@ from .cli_common import (
     add_data_args,
     check_file,
     input_data,
+    parse,
     parse_range,
     report_error,
-    setup_logging,
     write_json,
 )
 
@@ -65,13 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    setup_logging()
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    except UsageError as exc:
-        return report_error("bench", exc)
+    args = parse(build_parser(), argv, "bench")
+    if isinstance(args, int):
+        return args
     from ..backends.base import BackendError
     from ..optimize import bench
     from ..optimize.bench_http import ServerError

@@ -113,3 +113,14 @@ def write_json(path: str | None, payload: object) -> None:
 def report_error(command: str, exc: BaseException) -> int:
     print(f"modeldeploy {command}: {exc}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str], command: str) -> argparse.Namespace | int:
+    """The parsed arguments, or the exit status when there is nothing to run (`--help`, a usage error)."""
+    setup_logging()
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or argparse's own error message
+        return int(exc.code or 0)
+    except UsageError as exc:
+        return report_error(command, exc)

@@ -14,8 +14,8 @@ from .cli_common import (
     add_data_args,
     check_file,
     input_data,
+    parse,
     report_error,
-    setup_logging,
     write_json,
 )
 
@@ -68,13 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    setup_logging()
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    except UsageError as exc:
-        return report_error("validate", exc)
+    args = parse(build_parser(), argv, "validate")
+    if isinstance(args, int):
+        return args
     return run(args)
 
 
