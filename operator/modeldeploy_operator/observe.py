@@ -131,7 +131,7 @@ def observe_rollout(
         exists=True,
         generation=int(meta.get("generation") or 0),
         observed_generation=int(status.get("observedGeneration") or 0),
-        desired=int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1),
+        desired=1 if spec.get("replicas") is None else int(spec["replicas"]),  # the API default
         replicas=int(status.get("replicas") or 0),
         updated=int(status.get("updatedReplicas") or 0),
         ready=int(status.get("readyReplicas") or 0),
