@@ -67,7 +67,10 @@ class LocalCluster:
     def server(self) -> str:
         return f"https://127.0.0.1:{self.api_port}"
 
-    def start(self, timeout: float = 90.0) -> LocalCluster:
+    def start(self, timeout: float = 90.0, crds: Path | None = None) -> LocalCluster:
+        """`crds`: a folder of CRD manifests installed before the controller-manager starts, so that
+        its garbage collector watches them from the first moment (it discovers CRDs created later
+        only at its next 30 s resync, and would not collect their children before that)."""
         for binary in ("kube-apiserver", "kube-controller-manager"):
             if not (BIN / binary).exists():
                 raise RuntimeError(f"{BIN / binary} is missing: run hack/build-control-plane.sh first")
@@ -137,6 +140,8 @@ class LocalCluster:
         )
         self._write_kubeconfig()
         self._wait_ready(timeout)
+        if crds is not None:
+            self._install_crds(crds, timeout)
         self._spawn(
             "kube-controller-manager",
             logs,
@@ -158,6 +163,22 @@ class LocalCluster:
         (self.workdir / "pids.json").write_text(json.dumps({k: p.pid for k, p in self.procs.items()}))
         self._wait_namespace("default", timeout)
         return self
+
+    def _install_crds(self, folder: Path, timeout: float) -> None:
+        import yaml  # the project's venv has it; only this option needs it
+
+        for path in sorted(folder.glob("*.yaml")):
+            crd = yaml.safe_load(path.read_text())
+            status, body = self.request("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+            if status not in (201, 409):
+                raise RuntimeError(f"installing {path.name} failed: {status} {body[:500]!r}")
+            group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
+            version = crd["spec"]["versions"][0]["name"]
+            deadline = time.monotonic() + timeout
+            while self.request(f"/apis/{group}/{version}/{plural}")[0] != 200:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{plural}.{group} not served within {timeout}s")
+                time.sleep(0.1)
 
     def _ca_file(self) -> Path:
         # The apiserver's self-signed serving certificate doubles as the root CA handed to pods.
@@ -186,9 +207,12 @@ class LocalCluster:
             )
         )
 
-    def request(self, path: str) -> tuple[int, bytes]:
+    def request(self, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        """GET `path`, or POST `body` to it, as the admin."""
         ctx = ssl._create_unverified_context()  # noqa: S323 (a throwaway local cluster)
-        req = urllib.request.Request(self.server + path, headers={"Authorization": f"Bearer {self.token}"})
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.server + path, data=data, headers=headers)
         try:
             with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
                 return resp.status, resp.read()

@@ -83,19 +83,8 @@ def main() -> int:
     args = parser.parse_args()
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        cluster = LocalCluster(Path(tmp) / "cluster").start()
+        cluster = LocalCluster(Path(tmp) / "cluster").start(crds=ROOT / "crds")
         try:
-            kubectl(cluster.kubeconfig, "apply", "-f", str(ROOT / "crds"))
-            wait_for(
-                lambda: (
-                    subprocess.run(
-                        ["kubectl", f"--kubeconfig={cluster.kubeconfig}", "get", "mdep"], capture_output=True
-                    ).returncode
-                    == 0
-                ),
-                30,
-                "the CRD",
-            )
             config = kubernetes.client.Configuration()
             kubernetes.config.load_kube_config(str(cluster.kubeconfig), client_configuration=config)
             client = kubernetes.client.ApiClient(config)

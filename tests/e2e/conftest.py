@@ -1,5 +1,6 @@
 """The end-to-end suite runs against a real etcd + kube-apiserver + kube-controller-manager
-started once for the session (hack/localcluster.py), with the CRD installed from crds/."""
+started once for the session (hack/localcluster.py), with the CRD installed from crds/ before the
+controller-manager starts, so its garbage collector watches ModelDeployments from the start."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from .support import ROOT, Operator, wait_for
+from .support import ROOT, Operator
 
 sys.path.insert(0, str(ROOT / "hack"))
 from localcluster import LocalCluster  # noqa: E402
@@ -24,15 +25,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("cluster")
     local = LocalCluster(workdir)
     try:
-        local.start()
+        local.start(crds=ROOT / "crds")
     except RuntimeError as exc:
         pytest.fail(f"the local control plane could not start: {exc}")
-    kubectl(local.kubeconfig, "apply", "-f", str(ROOT / "crds"))
-    wait_for(
-        lambda: kubectl(local.kubeconfig, "get", "modeldeployments", "-A", check=False).returncode == 0,
-        30,
-        "the CRD to be served",
-    )
     yield local
     local.stop()
 

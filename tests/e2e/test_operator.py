@@ -160,7 +160,17 @@ def test_delete_garbage_collects_every_child(operator, namespace, kctl):
     apply(kctl, namespace, cpu_model("m5", autoscaling={"enabled": True}))
     wait_for(lambda: len(children(kctl, namespace)) == 5, 20, "five children")
     kctl("delete", "mdep", "m5", "-n", namespace, "--wait=true", "--timeout=30s")
-    wait_for(lambda: children(kctl, namespace) == {}, 30, "every child garbage-collected")
+    left: dict = {}
+
+    def collected() -> bool:
+        left.clear()
+        left.update(children(kctl, namespace))
+        return not left
+
+    try:
+        wait_for(collected, 30, "every child garbage-collected")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still there: {left}") from None
 
 
 def test_drift_is_restored(operator, namespace, kctl, apps):
