@@ -67,10 +67,24 @@ class LocalCluster:
     def server(self) -> str:
         return f"https://127.0.0.1:{self.api_port}"
 
-    def start(self, timeout: float = 90.0, crds: Path | None = None) -> LocalCluster:
+    def start(self, timeout: float = 90.0, crds: Path | None = None, attempts: int = 3) -> LocalCluster:
         """`crds`: a folder of CRD manifests installed before the controller-manager starts, so that
         its garbage collector watches them from the first moment (it discovers CRDs created later
-        only at its next 30 s resync, and would not collect their children before that)."""
+        only at its next 30 s resync, and would not collect their children before that).
+
+        Free ports are picked by binding port 0 and letting go, so another process can take one in
+        between: a start that fails on a taken port is tried again on new ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start(timeout, crds)
+            except RuntimeError as exc:
+                self.stop()
+                shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
+                if "address already in use" not in str(exc) or attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float, crds: Path | None) -> LocalCluster:
         for binary in ("kube-apiserver", "kube-controller-manager"):
             if not (BIN / binary).exists():
                 raise RuntimeError(f"{BIN / binary} is missing: run hack/build-control-plane.sh first")
