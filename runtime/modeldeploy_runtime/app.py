@@ -138,6 +138,7 @@ class App:
             encoding.decode("latin-1") if encoding else "",
             self.max_body,
             request.received,
+            request.alone,
         )
         if out_header_length is None:
             return Response(200, body)

@@ -107,6 +107,23 @@ class RequestedOutput:
     binary: bool | None = None  # None: the request's default
 
 
+@dataclass(frozen=True)
+class BinaryLayout:
+    """Where each input of a request whose tensors are all binary sits in its body: what it takes
+    to read the next request with the same JSON header without parsing that header again."""
+
+    tensors: tuple[tuple[str, np.dtype, tuple[int, ...], int], ...]  # (name, dtype, shape, offset in the body)
+    size: int  # the body's length
+
+    def inputs(self, body) -> dict[str, np.ndarray]:
+        """The input arrays of ``body``, which must be ``size`` bytes long."""
+        out = {}
+        for name, dtype, shape, offset in self.tensors:
+            arr = np.frombuffer(body, dtype, math.prod(shape), offset).reshape(shape)
+            out[name] = arr if arr.flags.aligned else arr.copy()
+        return out
+
+
 @dataclass
 class InferRequest:
     inputs: dict[str, np.ndarray]
@@ -114,6 +131,7 @@ class InferRequest:
     outputs: list[RequestedOutput] | None = None  # None: every output
     binary_output: bool = False  # the request's `binary_data_output` parameter
     parameters: dict[str, Any] = field(default_factory=dict)
+    layout: BinaryLayout | None = None  # set when every input is binary data of a fixed-size type
 
 
 def dumps(obj: Any) -> bytes:
@@ -267,6 +285,7 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
     binary = memoryview(body)[header_length:] if header_length is not None else memoryview(b"")
     offset = 0
     inputs: dict[str, np.ndarray] = {}
+    layout: list | None = [] if header_length is not None else None
     for i, t in enumerate(raw_inputs):
         if not isinstance(t, dict) or not isinstance(t.get("name"), str):
             raise BadRequest(f"inputs[{i}] must be an object with a string 'name'")
@@ -290,8 +309,13 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
                     f"bytes of binary data after offset {offset}"
                 )
             inputs[name] = _from_binary(binary[offset : offset + size], datatype, shape, name)
+            if layout is not None and datatype != "BYTES":
+                layout.append((name, V2_TO_NUMPY[datatype], shape, header_length + offset))
+            else:
+                layout = None
             offset += size
         elif "data" in t:
+            layout = None
             inputs[name] = _from_json(t["data"], datatype, shape, name)
         else:
             raise BadRequest(f"input {name!r} has neither 'data' nor a binary_data_size parameter")
@@ -309,6 +333,7 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
         outputs=_requested_outputs(doc.get("outputs")),
         binary_output=bool(params.get("binary_data_output", False)),
         parameters=params,
+        layout=BinaryLayout(tuple(layout), len(body)) if layout else None,
     )
 
 
@@ -346,6 +371,10 @@ def _json_data(arr: np.ndarray) -> list:
     return arr.reshape(-1).tolist()
 
 
+_binary_headers: dict[tuple, bytes] = {}  # response JSON headers of all-binary responses, by what they hold
+_BINARY_HEADERS_MAX = 256
+
+
 def encode_response(
     model_name: str,
     model_version: str,
@@ -354,6 +383,20 @@ def encode_response(
 ) -> tuple[bytes, int | None]:
     """The response body and, when any output is binary, the JSON header's length (the value of
     ``Inference-Header-Content-Length``). ``outputs`` are (name, array, binary)."""
+    if all(binary and arr.dtype != np.object_ for _, arr, binary in outputs):
+        # the header depends only on names, types and shapes: the same for every request of a client
+        key = (model_name, model_version, request_id, tuple((n, arr.dtype, arr.shape) for n, arr, _ in outputs))
+        header = _binary_headers.get(key)
+        if header is None:
+            header, _ = _encode(model_name, model_version, outputs, request_id, with_blobs=False)
+            if len(_binary_headers) >= _BINARY_HEADERS_MAX:
+                _binary_headers.clear()
+            _binary_headers[key] = header
+        return b"".join([header, *(_tensor_bytes(arr) for _, arr, _ in outputs)]), len(header)
+    return _encode(model_name, model_version, outputs, request_id)
+
+
+def _encode(model_name, model_version, outputs, request_id, with_blobs: bool = True) -> tuple[bytes, int | None]:
     doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request_id is not None:
         doc["id"] = request_id
@@ -373,6 +416,6 @@ def encode_response(
         tensors.append(t)
     doc["outputs"] = tensors
     header = _dumps(doc)
-    if not blobs:
-        return header, None
+    if not blobs or not with_blobs:
+        return header, None if not blobs else len(header)
     return b"".join([header, *blobs]), len(header)

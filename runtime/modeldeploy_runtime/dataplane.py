@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import __version__
 from .backends.base import NUMPY_TO_V2, Backend, TensorSpec
 from .batching import Batcher
-from .codec import InferRequest, decode_request, decompress, encode_response
+from .codec import BinaryLayout, InferRequest, decode_request, decompress, encode_response
 from .errors import BadRequest, InternalError, NotFound, NotReady, ServingError
 from .metrics import Metrics
 
@@ -98,6 +100,28 @@ def tensor_metadata(specs: Sequence[TensorSpec]) -> list[dict]:
     return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in specs]
 
 
+# Binary requests whose JSON header was seen before skip parsing and checking it again: a client
+# sends the same header with every request of a shape. 600 KB images spent 45 us here (caches are
+# cold after an inference), a tenth of the server's whole added latency.
+PLAN_HEADER_MAX = 16 * 1024
+# A lone request (one client connection open, nothing queued or running) of a model this fast runs
+# on the event loop: two thread hand-offs cost 0.1 ms, and nothing could join its batch. The loop
+# is then blocked for one inference, which health probes and new connections can wait out; only
+# requests no larger than the warm-up's (whose latency was measured) qualify, so that a large
+# request of a dynamic shape cannot block it for long.
+INLINE_MAX_MS = 10.0
+PLANS_MAX = 256
+
+
+@dataclass(frozen=True)
+class _Plan:
+    layout: BinaryLayout
+    rows: int
+    wanted: list[tuple[str, bool]]
+    id: str | None
+    elements: int  # in all inputs
+
+
 class DataPlane:
     def __init__(
         self,
@@ -116,11 +140,17 @@ class DataPlane:
         self._delay = max_queue_delay_s
         self._queue = max_queue_size
         self.inflight = 0  # requests inside infer(); a drain waits for this to reach 0
+        self._plans: dict[bytes, _Plan] = {}  # by JSON header of binary requests
+        self._inline_elements = 0  # requests with at most this many input elements may run inline
+        metrics.inflight.set_function(lambda: self.inflight)  # read when scraped, not locked per request
 
     # lifecycle -----------------------------------------------------------------------------
-    def attach(self, backend: Backend) -> None:
-        """Start serving a loaded (and warmed) backend."""
+    def attach(self, backend: Backend, warmup_p95_ms: float | None = None) -> None:
+        """Start serving a loaded (and warmed) backend. A model whose warm-up p95 is within
+        INLINE_MAX_MS may run a lone request on the event loop (see Batcher.submit)."""
         self.backend = backend
+        if warmup_p95_ms is not None and warmup_p95_ms <= INLINE_MAX_MS:
+            self._inline_elements = sum(math.prod(max(d, 1) for d in s.shape) for s in backend.inputs)
         self.batcher = Batcher(
             backend.infer, backend.max_batch_size, self._delay, self._queue, observe=self.metrics.batch_done
         )
@@ -233,15 +263,15 @@ class DataPlane:
         content_encoding: str = "",
         max_body_bytes: int = 1 << 62,
         started: float | None = None,
+        alone: bool = False,
     ) -> tuple[bytes, int | None]:
         """Serve one inference request; returns the response body and, for binary responses, its
-        JSON header length. Every outcome is counted."""
+        JSON header length. Every outcome is counted. ``alone``: no other client is connected, so
+        no other request can share this one's batch."""
         started = time.perf_counter() if started is None else started
-        inflight = self.metrics.inflight
-        inflight.inc()
         self.inflight += 1
         try:
-            result = await self._infer(name, version, body, header_length, content_encoding, max_body_bytes)
+            result = await self._infer(name, version, body, header_length, content_encoding, max_body_bytes, alone)
         except ServingError as exc:
             self.metrics.failure(exc.reason)
             raise
@@ -250,13 +280,17 @@ class DataPlane:
             self.metrics.failure("internal")
             raise InternalError(f"inference failed in the backend: {exc}") from exc
         finally:
-            inflight.dec()
             self.inflight -= 1
-        self.metrics.success.inc()
-        self.metrics.request_s.observe(time.perf_counter() - started)
+        # counted after the response is written (call_soon runs at the next pass of the loop)
+        asyncio.get_running_loop().call_soon(self._succeeded, time.perf_counter() - started)
         return result
 
-    async def _infer(self, name, version, body, header_length, content_encoding, max_body_bytes):
+    def _succeeded(self, duration_s: float) -> None:
+        metrics = self.metrics
+        metrics.success.inc()
+        metrics.request_s.observe(duration_s)
+
+    async def _infer(self, name, version, body, header_length, content_encoding, max_body_bytes, alone):
         self.check_model(name, version)
         if self.state is not State.READY:
             if self.state is State.DRAINING:
@@ -266,8 +300,22 @@ class DataPlane:
         backend = self.backend
         if content_encoding:
             body = decompress(body, content_encoding, max_body_bytes)
+        key = None
+        if header_length is not None and 0 < header_length <= min(len(body), PLAN_HEADER_MAX):
+            key = bytes(body[:header_length])
+            plan = self._plans.get(key)
+            if plan is not None and plan.layout.size == len(body):
+                inline = alone and plan.elements <= self._inline_elements
+                outputs = await self.batcher.submit(plan.layout.inputs(body), plan.rows, inline)
+                return encode_response(self.name, self.version, [(n, outputs[n], b) for n, b in plan.wanted], plan.id)
         request = decode_request(body, header_length)
         rows = validate_inputs(self.name, request.inputs, backend.inputs, backend.max_batch_size)
         wanted = select_outputs(self.name, request, backend.outputs)
-        outputs = await self.batcher.submit(request.inputs, rows)
+        elements = sum(arr.size for arr in request.inputs.values())
+        if key is not None and request.layout is not None:
+            if len(self._plans) >= PLANS_MAX:
+                self._plans.clear()
+            self._plans[key] = _Plan(request.layout, rows, wanted, request.id, elements)
+        inline = alone and elements <= self._inline_elements
+        outputs = await self.batcher.submit(request.inputs, rows, inline)
         return encode_response(self.name, self.version, [(n, outputs[n], b) for n, b in wanted], request.id)

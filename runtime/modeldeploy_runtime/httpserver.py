@@ -38,6 +38,7 @@ class Request:
     headers: dict[bytes, bytes]  # lower-case names
     body: bytes | bytearray | memoryview = b""
     received: float = 0.0  # perf_counter when the headers were complete
+    alone: bool = False  # no other client connection was open when it arrived
 
     def header(self, name: bytes) -> bytes | None:
         return self.headers.get(name)
@@ -77,6 +78,47 @@ def aligned_buffer(length: int, payload_at: int, alignment: int = 64) -> memoryv
     return memoryview(raw)[pad : pad + length]
 
 
+class Eager:
+    """Runs a coroutine at once up to its first suspension, then on as each future it awaits
+    completes: what Python 3.12's eager tasks do, for 3.10 and 3.11. A task would first wait for
+    the next loop iteration (40 us per request, measured after an inference left the caches cold),
+    and a request served inline finishes without suspending at all. The coroutine may await only
+    asyncio futures and coroutines that do (``asyncio.current_task()`` is None inside)."""
+
+    __slots__ = ("_coro", "_waiting", "_done")
+
+    def __init__(self, coro) -> None:
+        self._coro = coro
+        self._waiting: asyncio.Future | None = None
+        self._done = False
+        self._step()
+
+    def _step(self, _completed: asyncio.Future | None = None) -> None:
+        self._waiting = None
+        try:
+            awaited = self._coro.send(None)
+        except StopIteration:
+            self._done = True
+            return
+        except BaseException:
+            self._done = True
+            raise
+        if awaited is None:  # a bare yield (asyncio.sleep(0)): go on at the next iteration
+            asyncio.get_running_loop().call_soon(self._step)
+            return
+        awaited._asyncio_future_blocking = False
+        self._waiting = awaited
+        awaited.add_done_callback(self._step)
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancel(self) -> None:
+        """Cancel the awaited future: the coroutine sees CancelledError where it awaits."""
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+
 class HttpConnection(asyncio.BufferedProtocol):
     """One client connection. Headers (and small bodies) go through httptools from a scratch
     buffer; a large body with a Content-Length is read by the event loop straight into one
@@ -106,7 +148,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._discard = False
         self._received = 0.0
         self._method = "GET"
-        self._task: asyncio.Task | None = None
+        self._task: Eager | asyncio.Task | None = None
 
     # asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -225,7 +267,7 @@ class HttpConnection(asyncio.BufferedProtocol):
     def _request(self, body: bytes | bytearray | memoryview) -> Request:
         raw = self._url.split(b"?", 1)[0].decode("latin-1")
         path = unquote(raw) if "%" in raw else raw
-        return Request(self._method, path, self._headers, body, self._received)
+        return Request(self._method, path, self._headers, body, self._received, len(self.server.connections) == 1)
 
     def _next(self) -> None:
         if not self.pending or self.closing:
@@ -235,7 +277,11 @@ class HttpConnection(asyncio.BufferedProtocol):
             self.transport.resume_reading()
         request, keep_alive = self.pending.popleft()
         self.busy = True
-        self._task = asyncio.ensure_future(self._serve(request, keep_alive))
+        serving = self._serve(request, keep_alive)
+        # A lone client's request is served at once. With several clients, a task lets the loop
+        # read every connection first, so that their requests reach the batcher together (eager
+        # serving cut the MLP's batches, and 12% of its requests/s at concurrency 8).
+        self._task = Eager(serving) if len(self.server.connections) == 1 else asyncio.ensure_future(serving)
 
     async def _serve(self, request: Request, keep_alive: bool) -> None:
         try:

@@ -151,14 +151,14 @@ async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> i
         await http.stop(timeout_s=5)
         return 0
     try:
-        backend, _ = loading.result()
+        backend, warmup_p95_ms = loading.result()
     except StartupError as exc:
         dataplane.fail()
         log.error("%s", exc.termination_message)
         write_termination_message(config.termination_log, exc.termination_message)
         await http.stop(timeout_s=1)
         return 1
-    dataplane.attach(backend)
+    dataplane.attach(backend, warmup_p95_ms)
     if metrics.enable_gpu():
         log.info("GPU metrics from NVML enabled")
     gc.collect()

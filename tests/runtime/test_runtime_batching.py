@@ -245,3 +245,77 @@ def test_observer_sees_queue_waits_compute_and_rows():
 def test_split_rejects_outputs_without_the_batch_rows():
     with pytest.raises(RuntimeError, match="MODELDEPLOY_MAX_BATCH_SIZE=1"):
         split({"y": np.zeros((5, 2))}, [1, 2])
+
+
+class ThreadRecorder(Recorder):
+    """Also records which thread ran each batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def __call__(self, inputs):
+        self.threads.append(threading.current_thread().name)
+        return super().__call__(inputs)
+
+
+def test_inline_request_runs_on_the_caller_when_nothing_is_outstanding():
+    backend = ThreadRecorder()
+    batcher = Batcher(backend, max_batch_size=8)
+    batcher.start()
+    out = run(batcher.submit(rows(3), inline=True))
+    batcher.stop(DEADLINE_S)
+    np.testing.assert_array_equal(out["y"], np.full((1, 3), 6.0))
+    assert backend.threads == [threading.current_thread().name]
+
+
+def test_inline_request_queues_behind_work_in_progress():
+    """Never two backend calls at once: a request that may run inline still waits its turn when
+    another is being computed, and then runs on the inference thread."""
+    backend = ThreadRecorder()
+    batcher = Batcher(backend, max_batch_size=8)
+    batcher.start()
+
+    async def main():
+        backend.gate.clear()
+        first = asyncio.ensure_future(batcher.submit(rows(1)))
+        await asyncio.to_thread(backend.entered.wait, DEADLINE_S)
+        second = asyncio.ensure_future(batcher.submit(rows(2), inline=True))
+        await asyncio.sleep(0.05)
+        assert not second.done()
+        backend.gate.set()
+        return await first, await second
+
+    first, second = run(main())
+    batcher.stop(DEADLINE_S)
+    np.testing.assert_array_equal(second["y"], np.full((1, 3), 4.0))
+    assert backend.threads == ["inference", "inference"]
+
+
+def test_queue_delay_turns_inline_off():
+    """A configured delay asks for company, so even a lone request goes through the queue."""
+    backend = ThreadRecorder()
+    batcher = Batcher(backend, max_batch_size=8, max_delay_s=0.001)
+    batcher.start()
+    run(batcher.submit(rows(1), inline=True))
+    batcher.stop(DEADLINE_S)
+    assert backend.threads == ["inference"]
+
+
+def test_results_reach_requests_of_several_event_loops():
+    """One batcher serving loops on two threads: each request is answered on its own loop."""
+    backend = Recorder()
+    batcher = Batcher(backend, max_batch_size=8)
+    batcher.start()
+    results: dict[int, np.ndarray] = {}
+
+    def client(i: int) -> None:
+        results[i] = run(batcher.submit(rows(i)))["y"]
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(DEADLINE_S)
+    batcher.stop(DEADLINE_S)
+    assert {i: r.tolist() for i, r in results.items()} == {i: [[2.0 * i] * 3] for i in range(4)}

@@ -159,3 +159,48 @@ def test_pipelined_requests_are_answered_in_order(affine_server):
     first, second = data.split(b"HTTP/1.1 200 OK")[1:]
     assert b'"shape":[4,4]' in first and b"[3.0,3.0,3.0,3.0" in first
     assert b'"data":[11.0,11.0,11.0,11.0]' in second
+
+
+def _binary_exchange(port: int, bodies: list[tuple[bytes, int]]) -> list[tuple[int, int, bytes]]:
+    """Send binary v2 requests one after another on one keep-alive connection; (status, JSON
+    header length, body) each."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    answers = []
+    try:
+        for body, header_length in bodies:
+            conn.request("POST", "/v2/models/affine/infer", body=body,
+                         headers={"Inference-Header-Content-Length": str(header_length)})  # fmt: skip
+            resp = conn.getresponse()
+            answers.append((resp.status, int(resp.getheader("Inference-Header-Content-Length") or 0), resp.read()))
+    finally:
+        conn.close()
+    return answers
+
+
+def test_repeated_binary_header_with_new_data_gets_new_results(affine_server):
+    """A client sends the same JSON header with every request; each answer is computed from that
+    request's own tensor data, and a body that no longer fits the header is refused."""
+    header = json.dumps({"id": "r1", "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
+                                                 "parameters": {"binary_data_size": 32}}],
+                         "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}).encode()  # fmt: skip
+
+    def body(value: float, extra: bytes = b"") -> tuple[bytes, int]:
+        return header + np.full((2, 4), value, dtype=np.float32).tobytes() + extra, len(header)
+
+    answers = _binary_exchange(affine_server.port, [body(1), body(2), body(3, extra=b"\0" * 4), body(4)])
+    assert [status for status, _, _ in answers] == [200, 200, 400, 200]
+    for (_, head_len, raw), value in zip([answers[0], answers[1], answers[3]], (1, 2, 4), strict=True):
+        doc = json.loads(raw[:head_len])
+        assert doc["id"] == "r1"
+        y = np.frombuffer(raw[head_len:], dtype=np.float32).reshape(2, 4)
+        np.testing.assert_array_equal(y, 2 * value + 1)
+    assert b"binary_data_size add up to 32" in answers[2][2]
+
+
+def test_each_request_id_is_echoed_with_binary_outputs(client):
+    for request_id in ("a", "b", "a"):
+        result = infer(client, np.ones((1, 4), dtype=np.float32), True, True, request_id=request_id)
+        assert result.get_response()["id"] == request_id
+        np.testing.assert_array_equal(result.as_numpy("y"), np.full((1, 4), 3.0))

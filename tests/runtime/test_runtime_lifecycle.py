@@ -212,3 +212,25 @@ def test_latency_gate_needs_warm_up_to_work(server_factory, models):
     message = server.termination_log.read_text()
     assert message.startswith("model load failed: warm-up inference on generated inputs")
     assert "MODELDEPLOY_LATENCY_BUDGET_MS=0" in message
+
+
+def test_a_large_request_of_the_only_client_leaves_health_answering(server_factory, models):
+    """The slow model warms up fast (rows=1), so a lone client's small requests may run on the
+    event loop; a large one must not, or probes would wait for it."""
+    server = server_factory(models["slow"], "m", MAX_BATCH_SIZE=1)
+    body, headers = slow_request(rows=1024)  # about a second of compute
+    answered: dict[str, float] = {}
+
+    def infer() -> None:
+        assert post(server, body, headers)[0] == 200
+        answered["infer"] = time.monotonic()
+
+    thread = threading.Thread(target=infer)
+    thread.start()
+    time.sleep(0.3)  # the request is read and computing, alone on the server
+    probe = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    probe.request("GET", "/v2/health/live")
+    assert probe.getresponse().status == 200
+    answered["probe"] = time.monotonic()
+    thread.join(60)
+    assert answered["probe"] < answered["infer"]

@@ -150,3 +150,25 @@ def test_metrics_port_serves_only_metrics(server_factory, models):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         assert 'modeldeploy_model_ready{model="m"} 1.0' in resp.read().decode()
     assert get(server, "/metrics") == 200  # still on the main port too
+
+
+def test_the_only_client_gets_pipelined_requests_answered_in_order(server_factory, models):
+    """With one connection open, requests are served at once on the event loop (the fast path);
+    pipelined ones still come back in order, each with its own result."""
+    import socket
+
+    server = server_factory(models["affine"], "m")
+
+    def request(value: int) -> bytes:
+        body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [value] * 4}]})
+        return b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body.encode())
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"".join(request(v) for v in range(5)))
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 5 or not data.endswith(b"}]}"):
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+    answers = [json.loads(part.split(b"\r\n\r\n", 1)[1]) for part in data.split(b"HTTP/1.1 200 OK")[1:]]
+    assert [a["outputs"][0]["data"] for a in answers] == [[2.0 * v + 1] * 4 for v in range(5)]
