@@ -26,6 +26,7 @@ from .dataplane import DataPlane
 from .errors import GpuUnavailable, InvalidConfiguration, ModelLoadFailed, StartupError
 from .fetch import resolve_model
 from .httpserver import HttpServer
+from .malloc import keep_freed_memory
 from .metrics import Metrics
 from .warmup import check_latency_gate, run_warmup, write_termination_message
 
@@ -126,6 +127,7 @@ async def _load_in_thread(config: RuntimeConfig, threads: int):
 async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> int:
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
+    keep_freed_memory()
     threads = config.threads or default_threads()
     dataplane = DataPlane(
         config.model_name, config.model_version, metrics, config.max_queue_delay_us / 1e6, config.max_queue_size
