@@ -392,7 +392,9 @@ def encode_response(
             if len(_binary_headers) >= _BINARY_HEADERS_MAX:
                 _binary_headers.clear()
             _binary_headers[key] = header
-        return b"".join([header, *(_tensor_bytes(arr) for _, arr, _ in outputs)]), len(header)
+        # join reads contiguous arrays' memory directly: no intermediate bytes per tensor
+        blobs = [arr.data if arr.flags.c_contiguous else _tensor_bytes(arr) for _, arr, _ in outputs]
+        return b"".join([header, *blobs]), len(header)
     return _encode(model_name, model_version, outputs, request_id)
 
 

@@ -161,7 +161,10 @@ def test_the_only_client_gets_pipelined_requests_answered_in_order(server_factor
 
     def request(value: int) -> bytes:
         body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [value] * 4}]})
-        return b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body.encode())
+        return b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+            len(body),
+            body.encode(),
+        )
 
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
         s.sendall(b"".join(request(v) for v in range(5)))
