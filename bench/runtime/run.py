@@ -183,7 +183,7 @@ def markdown(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(PLAN), default=list(PLAN))
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=float, help="per measurement (default: per model)")
     parser.add_argument("--concurrency", type=int, nargs="+", help="only these concurrencies")
     parser.add_argument("--server-args", default="", help="extra flags for the server, e.g. '--threads 1'")
