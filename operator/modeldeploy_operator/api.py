@@ -220,7 +220,10 @@ class PodsMetric(Model):
 
 
 class Autoscaling(Model):
-    enabled: bool = Field(default=False, description="Create a HorizontalPodAutoscaler; `replicas` is then ignored.")
+    enabled: bool = Field(
+        default=False,
+        description="Create a HorizontalPodAutoscaler; `replicas` is then ignored, and switching this on keeps the running replica count for the HPA to start from.",
+    )
     min_replicas: int = Field(default=1, ge=1, description="Fewest replicas.")
     max_replicas: int = Field(default=4, ge=1, description="Most replicas.")
     target_cpu_utilization_percentage: int | None = Field(

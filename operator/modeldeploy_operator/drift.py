@@ -55,3 +55,34 @@ def is_subset(desired: Any, live: Any) -> bool:
     if desired == live:
         return True
     return isinstance(desired, str) and isinstance(live, str) and _same_quantity(desired, live)
+
+
+def owns_replicas(live: dict[str, Any], manager: str = naming.FIELD_MANAGER) -> bool:
+    """Whether ``manager`` holds ``spec.replicas`` of a live object, per its managedFields."""
+    return any(
+        entry.get("manager") == manager
+        and entry.get("operation") == "Apply"
+        and "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})
+        for entry in live.get("metadata", {}).get("managedFields") or []
+    )
+
+
+def replicas_handover(desired: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The apply that keeps a Deployment's replicas when we stop setting them (autoscaling on).
+
+    Server-side apply removes a field its manager no longer sends, unless another manager also
+    owns it, and a Deployment without replicas defaults to 1: switching autoscaling on would first
+    scale to one pod, then the HPA back up. Applying the live count under a second field manager
+    first keeps the field (and the pods) until the HPA takes it over. None when nothing is to hand over."""
+    if live is None or "replicas" in desired.get("spec", {}) or not owns_replicas(live):
+        return None
+    replicas = (live.get("spec") or {}).get("replicas")
+    if replicas is None:
+        return None
+    meta = desired["metadata"]
+    return {
+        "apiVersion": desired["apiVersion"],
+        "kind": desired["kind"],
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "spec": {"replicas": replicas},
+    }

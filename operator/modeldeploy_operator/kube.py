@@ -19,7 +19,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from . import api, metrics, naming
-from .drift import needs_apply, with_spec_hash
+from .drift import needs_apply, replicas_handover, with_spec_hash
 from .render import Child
 from .versions import ApiVersions, choose_api_versions
 
@@ -126,13 +126,13 @@ class Kube:
 
     # ---- children -----------------------------------------------------------------------------------
 
-    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, manifest: dict[str, Any], field_manager: str = naming.FIELD_MANAGER) -> dict[str, Any]:
         meta = manifest["metadata"]
         return (
             self.request(
                 "PATCH",
                 path(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]),
-                query={"fieldManager": naming.FIELD_MANAGER, "force": "true"},
+                query={"fieldManager": field_manager, "force": "true"},
                 body=manifest,
                 content_type="application/apply-patch+yaml",
             )
@@ -166,6 +166,9 @@ class Kube:
                 continue
             desired = with_spec_hash(child.manifest)
             if needs_apply(desired, current):
+                handover = replicas_handover(desired, current)
+                if handover is not None:
+                    self.apply(handover, naming.HANDOVER_FIELD_MANAGER)
                 out[child.kind] = self.apply(desired)
         return out
 

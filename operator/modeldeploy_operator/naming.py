@@ -9,6 +9,8 @@ from typing import Any
 from . import api
 
 FIELD_MANAGER = "modeldeploy-operator"
+# Holds a Deployment's replicas for the moment autoscaling is switched on (see drift.replicas_handover).
+HANDOVER_FIELD_MANAGER = "modeldeploy-operator-handover"
 OPERATOR_NAME = "modeldeploy-operator"
 
 NAME_LABEL = f"{api.GROUP}/name"

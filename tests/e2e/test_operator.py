@@ -156,6 +156,39 @@ def test_children_switched_off_are_deleted_and_come_back(operator, namespace, kc
     )
 
 
+def test_switching_autoscaling_on_keeps_the_pods_until_the_hpa_takes_over(operator, namespace, kctl, apps):
+    """Server-side apply drops a field its manager stops sending, and a Deployment without replicas
+    has one: without a handover, 3 replicas would fall to 1, then the HPA would scale to its minimum."""
+    import threading
+    import time
+
+    apply(kctl, namespace, cpu_model("m-hpa", replicas=3))
+    wait_for(lambda: apps.read_namespaced_deployment("m-hpa", namespace).spec.replicas == 3, 20, "3 replicas")
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def record() -> None:
+        while not stop.is_set():
+            seen.append(apps.read_namespaced_deployment("m-hpa", namespace).spec.replicas)
+            time.sleep(0.05)
+
+    recorder = threading.Thread(target=record)
+    recorder.start()
+    try:
+        apply(kctl, namespace, cpu_model("m-hpa", replicas=3, autoscaling={"enabled": True, "minReplicas": 2}))
+        wait_for(lambda: "HorizontalPodAutoscaler" in children(kctl, namespace), 20, "the HPA")
+        time.sleep(3)  # the HPA controller syncs a new HPA at once
+    finally:
+        stop.set()
+        recorder.join(10)
+    assert seen and set(seen) == {3}, f"replicas seen during the switch: {sorted(set(seen))}"
+    managers = apps.read_namespaced_deployment("m-hpa", namespace).metadata.managed_fields
+    assert not any(
+        m.manager == "modeldeploy-operator" and "f:replicas" in json.dumps(m.fields_v1.get("f:spec", {}))
+        for m in managers
+    ), "with an HPA the operator must not own spec.replicas"
+
+
 def test_delete_garbage_collects_every_child(operator, namespace, kctl):
     apply(kctl, namespace, cpu_model("m5", autoscaling={"enabled": True}))
     wait_for(lambda: len(children(kctl, namespace)) == 5, 20, "five children")

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 from modeldeploy_operator import naming
-from modeldeploy_operator.drift import is_subset, needs_apply, with_spec_hash
+from modeldeploy_operator.drift import is_subset, needs_apply, replicas_handover, with_spec_hash
 from modeldeploy_operator.render import render_children
 from operator_helpers import EVERYTHING_ON, SETTINGS, make_target, merged
 
@@ -191,3 +191,33 @@ def test_user_env_with_an_empty_value_as_stored_is_in_sync():
     env = live["spec"]["template"]["spec"]["containers"][0]["env"]
     env[-1] = {"name": "EXTRA"}  # what a GET returns for an empty value
     assert not needs_apply(want, live)
+
+
+def _deployment(replicas=None, managers=()):
+    spec = {} if replicas is None else {"replicas": replicas}
+    fields = [
+        {"manager": name, "operation": op, "fieldsV1": {"f:spec": {"f:replicas": {}} if owns else {"f:template": {}}}}
+        for name, op, owns in managers
+    ]
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "m", "namespace": "ns", "managedFields": fields}, "spec": spec}  # fmt: skip
+
+
+def test_switching_autoscaling_on_hands_the_live_replicas_over():
+    live = _deployment(3, [("modeldeploy-operator", "Apply", True)])
+    handover = replicas_handover(_deployment(), live)
+    assert handover == {"apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": {"name": "m", "namespace": "ns"}, "spec": {"replicas": 3}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("desired", "live"),
+    [
+        (_deployment(2), _deployment(3, [("modeldeploy-operator", "Apply", True)])),  # we still set replicas
+        (_deployment(), _deployment(3, [("kube-controller-manager", "Update", True)])),  # already the HPA's
+        (_deployment(), _deployment(3, [("modeldeploy-operator", "Apply", False)])),  # handed over before
+        (_deployment(), None),  # nothing live yet
+    ],
+)
+def test_no_handover_when_there_is_nothing_to_hand_over(desired, live):
+    assert replicas_handover(desired, live) is None
