@@ -83,7 +83,7 @@ def _deliver(items: list[_Item], results: list | None, error: BaseException | No
         else:
             item.future.set_result(results[i])
     if after is not None:  # runs after the waiters' responses are written (call_soon is FIFO)
-        item.loop.call_soon(*after)
+        items[0].loop.call_soon(*after)
 
 
 HAS_EVENTFD = hasattr(os, "eventfd")  # Linux; elsewhere call_soon_threadsafe wakes the loop
@@ -178,8 +178,7 @@ class Batcher:
         with self._count_lock:
             self._outstanding += 1
         self._queue.put(item)
-        r = await item.future
-        return r
+        return await item.future
 
     def _run_inline(self, inputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
         with self._run_lock:
@@ -250,17 +249,13 @@ class Batcher:
         observed = None
         if self._observe is not None:
             observed = (self._observe, [start - it.enqueued for it in batch], end - start, sum(it.rows for it in batch))
-        loop = batch[0].loop
-        if all(it.loop is loop for it in batch):  # always so in the server: one event loop
-            self._hand_back(loop, batch, results, error, observed)
-        else:
-            by_loop: dict[asyncio.AbstractEventLoop, list[int]] = {}
-            for i, it in enumerate(batch):
-                by_loop.setdefault(it.loop, []).append(i)
-            for loop, idx in by_loop.items():
-                res = None if results is None else [results[i] for i in idx]
-                self._hand_back(loop, [batch[i] for i in idx], res, error, observed)
-                observed = None
+        by_loop: dict[asyncio.AbstractEventLoop, list[int]] = {}  # the server has one loop; tests more
+        for i, it in enumerate(batch):
+            by_loop.setdefault(it.loop, []).append(i)
+        for loop, idx in by_loop.items():
+            res = None if results is None else [results[i] for i in idx]
+            self._hand_back(loop, [batch[i] for i in idx], res, error, observed)
+            observed = None  # recorded once
 
     def _hand_back(self, loop, items, results, error, observed) -> None:
         # With nothing queued the thread goes idle next, so it can give up the GIL with the wake-up.

@@ -388,17 +388,22 @@ def encode_response(
         key = (model_name, model_version, request_id, tuple((n, arr.dtype, arr.shape) for n, arr, _ in outputs))
         header = _binary_headers.get(key)
         if header is None:
-            header, _ = _encode(model_name, model_version, outputs, request_id, with_blobs=False)
+            header = _dumps(_response_doc(model_name, model_version, outputs, request_id)[0])
             if len(_binary_headers) >= _BINARY_HEADERS_MAX:
                 _binary_headers.clear()
             _binary_headers[key] = header
         # join reads contiguous arrays' memory directly: no intermediate bytes per tensor
         blobs = [arr.data if arr.flags.c_contiguous else _tensor_bytes(arr) for _, arr, _ in outputs]
         return b"".join([header, *blobs]), len(header)
-    return _encode(model_name, model_version, outputs, request_id)
+    doc, blobs = _response_doc(model_name, model_version, outputs, request_id)
+    header = _dumps(doc)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
 
 
-def _encode(model_name, model_version, outputs, request_id, with_blobs: bool = True) -> tuple[bytes, int | None]:
+def _response_doc(model_name, model_version, outputs, request_id) -> tuple[dict[str, Any], list[bytes]]:
+    """The JSON header as a document, and the binary outputs' bytes in order."""
     doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request_id is not None:
         doc["id"] = request_id
@@ -417,7 +422,4 @@ def _encode(model_name, model_version, outputs, request_id, with_blobs: bool = T
             t["data"] = _json_data(arr)
         tensors.append(t)
     doc["outputs"] = tensors
-    header = _dumps(doc)
-    if not blobs or not with_blobs:
-        return header, None if not blobs else len(header)
-    return b"".join([header, *blobs]), len(header)
+    return doc, blobs

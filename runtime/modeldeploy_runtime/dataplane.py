@@ -104,18 +104,20 @@ def tensor_metadata(specs: Sequence[TensorSpec]) -> list[dict]:
 # sends the same header with every request of a shape. 600 KB images spent 45 us here (caches are
 # cold after an inference), a tenth of the server's whole added latency.
 PLAN_HEADER_MAX = 16 * 1024
+PLANS_MAX = 256
 # A lone request (one client connection open, nothing queued or running) of a model this fast runs
 # on the event loop: two thread hand-offs cost 0.1 ms, and nothing could join its batch. The loop
 # is then blocked for one inference, which health probes and new connections can wait out; only
 # requests no larger than the warm-up's (whose latency was measured) qualify, so that a large
 # request of a dynamic shape cannot block it for long.
 INLINE_MAX_MS = 10.0
-PLANS_MAX = 256
 
 
 @dataclass(frozen=True)
 class _Plan:
-    layout: BinaryLayout
+    """What a request's JSON header says, parsed and checked against the model."""
+
+    layout: BinaryLayout | None  # None: the request is not all binary, and is not kept
     rows: int
     wanted: list[tuple[str, bool]]
     id: str | None
@@ -303,19 +305,19 @@ class DataPlane:
         key = None
         if header_length is not None and 0 < header_length <= min(len(body), PLAN_HEADER_MAX):
             key = bytes(body[:header_length])
-            plan = self._plans.get(key)
-            if plan is not None and plan.layout.size == len(body):
-                inline = alone and plan.elements <= self._inline_elements
-                outputs = await self.batcher.submit(plan.layout.inputs(body), plan.rows, inline)
-                return encode_response(self.name, self.version, [(n, outputs[n], b) for n, b in plan.wanted], plan.id)
-        request = decode_request(body, header_length)
-        rows = validate_inputs(self.name, request.inputs, backend.inputs, backend.max_batch_size)
-        wanted = select_outputs(self.name, request, backend.outputs)
-        elements = sum(arr.size for arr in request.inputs.values())
-        if key is not None and request.layout is not None:
-            if len(self._plans) >= PLANS_MAX:
-                self._plans.clear()
-            self._plans[key] = _Plan(request.layout, rows, wanted, request.id, elements)
-        inline = alone and elements <= self._inline_elements
-        outputs = await self.batcher.submit(request.inputs, rows, inline)
-        return encode_response(self.name, self.version, [(n, outputs[n], b) for n, b in wanted], request.id)
+        plan = self._plans.get(key) if key is not None else None
+        if plan is not None and plan.layout.size == len(body):
+            inputs = plan.layout.inputs(body)
+        else:
+            request = decode_request(body, header_length)
+            inputs = request.inputs
+            rows = validate_inputs(self.name, inputs, backend.inputs, backend.max_batch_size)
+            wanted = select_outputs(self.name, request, backend.outputs)
+            plan = _Plan(request.layout, rows, wanted, request.id, sum(arr.size for arr in inputs.values()))
+            if key is not None and request.layout is not None:
+                if len(self._plans) >= PLANS_MAX:
+                    self._plans.clear()
+                self._plans[key] = plan
+        inline = alone and plan.elements <= self._inline_elements
+        outputs = await self.batcher.submit(inputs, plan.rows, inline)
+        return encode_response(self.name, self.version, [(n, outputs[n], b) for n, b in plan.wanted], plan.id)

@@ -284,7 +284,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         # A lone client's request is served at once. With several clients, a task lets the loop
         # read every connection first, so that their requests reach the batcher together (eager
         # serving cut the MLP's batches, and 12% of its requests/s at concurrency 8).
-        self._task = Eager(serving) if len(self.server.connections) == 1 else asyncio.ensure_future(serving)
+        self._task = Eager(serving) if request.alone else asyncio.ensure_future(serving)
 
     async def _serve(self, request: Request, keep_alive: bool) -> None:
         try:
