@@ -117,25 +117,16 @@ def test_concurrent_triggers_never_overlap_and_none_is_lost():
     assert 1 <= len(work.runs) <= 400
 
 
-def test_different_resources_run_in_parallel():
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(("ns", "a"), ("ns", "b")), (("ns-1", "m"), ("ns-2", "m"))],
+    ids=["different-names", "same-name-in-two-namespaces"],
+)
+def test_different_resources_run_in_parallel(first, second):
     both_inside = threading.Barrier(2, timeout=DEADLINE)  # breaks unless both runs are in at once
-
-    def work(namespace: str, name: str) -> None:
-        both_inside.wait()
-
-    coalescer = Coalescer(work)
-    a, out_a = run_in_thread(lambda: coalescer.trigger("ns", "a"))
-    b, out_b = run_in_thread(lambda: coalescer.trigger("ns", "b"))
-    joined(a)
-    joined(b)
-    assert (out_a, out_b) == ([True], [True])
-
-
-def test_the_same_name_in_two_namespaces_is_two_resources():
-    both_inside = threading.Barrier(2, timeout=DEADLINE)
     coalescer = Coalescer(lambda namespace, name: both_inside.wait())
-    a, out_a = run_in_thread(lambda: coalescer.trigger("ns-1", "m"))
-    b, out_b = run_in_thread(lambda: coalescer.trigger("ns-2", "m"))
+    a, out_a = run_in_thread(lambda: coalescer.trigger(*first))
+    b, out_b = run_in_thread(lambda: coalescer.trigger(*second))
     joined(a)
     joined(b)
     assert (out_a, out_b) == ([True], [True])

@@ -34,6 +34,14 @@ class Recorder:
         return {"y": x * 2, "rows": np.full((x.shape[0], 1), x.shape[0])}
 
 
+async def hold_first(batcher: Batcher, backend: Recorder, inputs: dict[str, np.ndarray] | None = None):
+    """Submit a first request and hold the backend inside it, so that the next ones queue up behind."""
+    backend.gate.clear()
+    first = asyncio.ensure_future(batcher.submit(rows(0) if inputs is None else inputs))
+    await asyncio.to_thread(backend.entered.wait, DEADLINE_S)
+    return first
+
+
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, DEADLINE_S))
 
@@ -48,9 +56,7 @@ def test_concurrent_requests_are_merged_and_split_back():
     batcher.start()
 
     async def main():
-        backend.gate.clear()  # hold the first batch so that the others queue up behind it
-        first = asyncio.ensure_future(batcher.submit(rows(0)))
-        await asyncio.to_thread(backend.entered.wait, DEADLINE_S)
+        first = await hold_first(batcher, backend)
         rest = [asyncio.ensure_future(batcher.submit(rows(i, n=2 if i == 3 else 1), 2 if i == 3 else 1))
                 for i in range(1, 6)]  # fmt: skip
         await asyncio.sleep(0.05)
@@ -73,9 +79,7 @@ def test_batches_never_exceed_max_batch_size():
     batcher.start()
 
     async def main():
-        backend.gate.clear()
-        first = asyncio.ensure_future(batcher.submit(rows(0)))
-        await asyncio.to_thread(backend.entered.wait, DEADLINE_S)
+        first = await hold_first(batcher, backend)
         rest = [asyncio.ensure_future(batcher.submit(rows(i))) for i in range(10)]
         await asyncio.sleep(0.05)
         backend.gate.set()
@@ -139,9 +143,7 @@ def test_different_trailing_shapes_go_to_different_batches():
     batcher.start()
 
     async def main():
-        backend.gate.clear()
-        first = asyncio.ensure_future(batcher.submit(rows(0)))
-        await asyncio.to_thread(backend.entered.wait, DEADLINE_S)
+        first = await hold_first(batcher, backend)
         a = asyncio.ensure_future(batcher.submit(rows(1, width=3)))
         b = asyncio.ensure_future(batcher.submit(rows(2, width=5)))
         await asyncio.sleep(0.05)
@@ -160,9 +162,7 @@ def test_an_error_reaches_every_request_of_the_batch():
     batcher.start()
 
     async def main():
-        backend.gate.clear()
-        first = asyncio.ensure_future(batcher.submit(rows(0)))
-        await asyncio.to_thread(backend.entered.wait, DEADLINE_S)
+        first = await hold_first(batcher, backend)
         rest = [asyncio.ensure_future(batcher.submit(rows(i))) for i in range(3)]
         await asyncio.sleep(0.05)
         backend.gate.set()
@@ -180,9 +180,7 @@ def test_unbatched_models_run_one_request_at_a_time():
     batcher.start()
 
     async def main():
-        backend.gate.clear()
-        first = asyncio.ensure_future(batcher.submit(rows(0)))
-        await asyncio.to_thread(backend.entered.wait, DEADLINE_S)
+        first = await hold_first(batcher, backend)
         rest = [asyncio.ensure_future(batcher.submit(rows(i))) for i in range(3)]
         await asyncio.sleep(0.05)
         backend.gate.set()
@@ -199,9 +197,7 @@ def test_full_queue_refuses_with_overloaded():
     batcher.start()
 
     async def main():
-        backend.gate.clear()
-        first = asyncio.ensure_future(batcher.submit(rows(0)))
-        await asyncio.to_thread(backend.entered.wait, DEADLINE_S)
+        first = await hold_first(batcher, backend)
         queued = [asyncio.ensure_future(batcher.submit(rows(i))) for i in range(2)]
         await asyncio.sleep(0)
         with pytest.raises(Overloaded, match="MODELDEPLOY_MAX_QUEUE_SIZE"):
@@ -277,9 +273,7 @@ def test_inline_request_queues_behind_work_in_progress():
     batcher.start()
 
     async def main():
-        backend.gate.clear()
-        first = asyncio.ensure_future(batcher.submit(rows(1)))
-        await asyncio.to_thread(backend.entered.wait, DEADLINE_S)
+        first = await hold_first(batcher, backend, rows(1))
         second = asyncio.ensure_future(batcher.submit(rows(2), inline=True))
         await asyncio.sleep(0.05)
         assert not second.done()
