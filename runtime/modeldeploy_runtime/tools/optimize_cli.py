@@ -14,8 +14,8 @@ from .cli_common import (
     add_data_args,
     check_file,
     input_data,
+    parse,
     report_error,
-    setup_logging,
     write_json,
 )
 
@@ -120,18 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    setup_logging()
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        if args.action is None:
-            parser.print_help()
-            return EXIT_USAGE
-        return quantize(args) if args.action == "quantize" else tensorrt(args)
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
-    except UsageError as exc:
-        return report_error("optimize", exc)
+    args = parse(parser, argv, "optimize")
+    if isinstance(args, int):
+        return args
+    if args.action is None:
+        parser.print_help()
+        return EXIT_USAGE
+    return quantize(args) if args.action == "quantize" else tensorrt(args)
 
 
 def quantize(args: argparse.Namespace) -> int:
