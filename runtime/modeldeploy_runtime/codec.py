@@ -117,11 +117,7 @@ class BinaryLayout:
 
     def inputs(self, body) -> dict[str, np.ndarray]:
         """The input arrays of ``body``, which must be ``size`` bytes long."""
-        out = {}
-        for name, dtype, shape, offset in self.tensors:
-            arr = np.frombuffer(body, dtype, math.prod(shape), offset).reshape(shape)
-            out[name] = arr if arr.flags.aligned else arr.copy()
-        return out
+        return {name: _tensor_view(body, dtype, shape, offset) for name, dtype, shape, offset in self.tensors}
 
 
 @dataclass
@@ -194,8 +190,13 @@ def _from_binary(buf: memoryview, datatype: str, shape: tuple[int, ...], name: s
             f"input {name!r}: shape {list(shape)} of {datatype} needs {count * dtype.itemsize} "
             f"bytes, binary_data_size is {len(buf)}"
         )
-    arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
-    # an unaligned view (the JSON header has any length) costs more in the backend than a copy
+    return _tensor_view(buf, dtype, shape)
+
+
+def _tensor_view(buf, dtype: np.dtype, shape: tuple[int, ...], offset: int = 0) -> np.ndarray:
+    """The tensor of ``shape`` at ``offset`` in ``buf``, without a copy when it is aligned: an
+    unaligned view (the JSON header has any length) costs more in the backend than a copy."""
+    arr = np.frombuffer(buf, dtype, math.prod(shape), offset).reshape(shape)
     return arr if arr.flags.aligned else arr.copy()
 
 
