@@ -232,3 +232,17 @@ def post(server, body: bytes, headers: dict, path="/v2/models/m/infer") -> tuple
         return resp.status, dict(resp.getheaders())
     finally:
         conn.close()
+
+
+def nvml_gpus() -> int:
+    """How many GPUs NVML sees here (0 without nvidia-ml-py, a driver or a GPU)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # ImportError, or NVMLError without a driver
+        return 0
+    try:
+        return pynvml.nvmlDeviceGetCount()
+    finally:
+        pynvml.nvmlShutdown()
