@@ -89,6 +89,12 @@ def start_server(model_path: Path, port: int, extra: list[str] = ()) -> tuple[su
     raise SystemExit("server not ready within 120 s")
 
 
+def server_providers(port: int) -> list[str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/m", timeout=5) as resp:
+        parameters = json.loads(resp.read())["parameters"]
+    return [p.strip() for p in parameters["providers"].split(",")]
+
+
 def peak_rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -119,10 +125,13 @@ def bench_model(
     shape, plan = PLAN[name]
     duration = seconds or SECONDS[name]
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     proc, ready_s = start_server(path, PORT, server_args)
     load_before = os.getloadavg()
     try:
+        # The reference runs on the providers the server really uses (the CPU here; CUDA where a GPU
+        # and onnxruntime-gpu are), each with its default options.
+        providers = server_providers(PORT)
+        session = ort.InferenceSession(str(path), providers=providers)
         reqs = requests_for(x, PORT)
         scenarios = []
         for conc, encodings in plan.items():
@@ -151,6 +160,7 @@ def bench_model(
         proc.wait(30)
     return {
         "model": name,
+        "providers": providers,
         "start_to_ready_s": round(ready_s, 2),
         "peak_rss_mb": round(rss, 1),
         "load_before": [round(v, 2) for v in load_before],
@@ -173,10 +183,11 @@ def markdown(results: list[dict]) -> str:
                 f"{s['x_in_process']:.2f} | {s['p50_ms']:.2f} ({b['p50_ms']:.2f}) | {s['added_p50_ms']:+.2f} | "
                 f"{s['p99_ms']:.2f} | {s['client_cpu_us_per_req']:.0f} |"
             )
-    lines += ["", "| model | start to ready s | peak RSS MiB | load avg before -> after |", "|---|---|---|---|"]
+    lines += ["", "| model | providers | start to ready s | peak RSS MiB | load avg before -> after |",
+              "|---|---|---|---|---|"]  # fmt: skip
     for res in results:
-        lines.append(f"| {res['model']} | {res['start_to_ready_s']} | {res['peak_rss_mb']} | "
-                     f"{res['load_before'][0]} -> {res['load_after'][0]} |")  # fmt: skip
+        lines.append(f"| {res['model']} | {', '.join(res['providers'])} | {res['start_to_ready_s']} | "
+                     f"{res['peak_rss_mb']} | {res['load_before'][0]} -> {res['load_after'][0]} |")  # fmt: skip
     return "\n".join(lines)
 
 
