@@ -10,7 +10,9 @@ from modeldeploy_runtime.backends.onnx import (
     CUDA_EP,
     TRT_EP,
     OnnxBackend,
+    batch_buckets,
     batchable,
+    pad_rows,
     select_providers,
     spinning_pays,
     trt_profile_shapes,
@@ -68,10 +70,13 @@ def test_batchable_needs_a_dynamic_first_dimension_everywhere():
     assert not batchable([TensorSpec("x", "FP32", (2, 4))], [y])
 
 
-def test_cpu_session_reports_the_providers_in_use(models, tmp_path):
+def test_session_reports_the_providers_in_use(models, tmp_path):
     backend = OnnxBackend(str(models["affine"]), max_batch_size=4, threads=1, cache_dir=str(tmp_path))
-    assert backend.info.providers == [CPU_EP]
-    assert backend.info.device == "cpu"
+    # onnxruntime-gpu on a machine with TensorRT libraries would put TensorRT first; without them
+    # it logs why and falls back to CUDA (seen on an H200 without libnvinfer), which this expects.
+    gpu = _cuda_available()
+    assert backend.info.providers == ([CUDA_EP, CPU_EP] if gpu else [CPU_EP])
+    assert backend.info.device == ("gpu" if gpu else "cpu")
     assert backend.max_batch_size == 4
     assert [(s.name, s.datatype, s.shape) for s in backend.inputs] == [("x", "FP32", (-1, 4))]
 
@@ -139,7 +144,52 @@ def test_gpu_provider_really_in_use(models, tmp_path):
     backend = OnnxBackend(str(models["affine"]), require_gpu=True, cache_dir=str(tmp_path))
     assert backend.info.device == "gpu"
     assert backend.info.providers[0] in (TRT_EP, CUDA_EP)
+    if backend.info.providers[0] == CUDA_EP:  # cuDNN plans once per session and shape
+        assert backend.info.extra["batch_buckets"] == "1,2,4,8"
     import numpy as np
 
     y = backend.infer({"x": np.ones((2, 4), dtype=np.float32)})["y"]
     assert y.tolist() == [[3.0] * 4] * 2
+
+
+@pytest.mark.parametrize(
+    ("max_batch_size", "sizes"), [(1, [1]), (2, [1, 2]), (3, [1, 2, 3]), (6, [1, 2, 4, 6]), (8, [1, 2, 4, 8])]
+)
+def test_batch_buckets_are_powers_of_two_and_the_maximum(max_batch_size, sizes):
+    assert batch_buckets(max_batch_size) == sizes
+
+
+def test_pad_rows_appends_zero_rows_and_keeps_full_inputs_as_they_are():
+    import numpy as np
+
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    ids = np.array([[7], [8], [9]], dtype=np.int64)
+    padded = pad_rows({"x": x, "ids": ids}, 4)
+    assert padded["x"].tolist() == [[0, 1], [2, 3], [4, 5], [0, 0]] and padded["x"].dtype == np.float32
+    assert padded["ids"].tolist() == [[7], [8], [9], [0]] and padded["ids"].dtype == np.int64
+    assert pad_rows({"x": x}, 3)["x"] is x
+
+
+def test_batch_bucket_sessions_answer_every_batch_size_with_its_own_rows(models, tmp_path):
+    """Forced on here (the CPU provider does not need them) to check what a CUDA deployment runs:
+    a batch of 3 runs padded on the size-4 session and comes back as 3 rows; one larger than every
+    bucket runs as it is."""
+    import numpy as np
+
+    backend = OnnxBackend(str(models["affine"]), max_batch_size=4, threads=1, cache_dir=str(tmp_path),
+                          batch_buckets=True)  # fmt: skip
+    assert [size for size, _ in backend._buckets] == [1, 2, 4]
+    assert len({id(session) for _, session in backend._buckets}) == 3
+    assert backend.info.extra["batch_buckets"] == "1,2,4"
+    for rows in (1, 2, 3, 4, 6):
+        x = np.arange(rows * 4, dtype=np.float32).reshape(rows, 4)
+        y = backend.infer({"x": x})["y"]
+        assert y.shape == (rows, 4)
+        np.testing.assert_array_equal(y, 2 * x + 1)
+
+
+def test_cpu_provider_keeps_one_session(models, tmp_path):
+    if _cuda_available():
+        pytest.skip("the CUDA provider runs the model here")
+    backend = OnnxBackend(str(models["affine"]), max_batch_size=4, threads=1, cache_dir=str(tmp_path))
+    assert backend._buckets == [] and "batch_buckets" not in backend.info.extra
