@@ -193,3 +193,16 @@ def test_cpu_provider_keeps_one_session(models, tmp_path):
         pytest.skip("the CUDA provider runs the model here")
     backend = OnnxBackend(str(models["affine"]), max_batch_size=4, threads=1, cache_dir=str(tmp_path))
     assert backend._buckets == [] and "batch_buckets" not in backend.info.extra
+
+
+def test_cpu_pool_threads_spin_for_a_heavy_model_and_not_for_a_light_one(models, tmp_path):
+    """What the pure rule decides is what the loaded session gets: the probe inference that
+    measures the model must really run (a failing probe reads as 0 s and silently turns spinning off,
+    which cost MobileNetV2 about 1 ms per inference on 2 cores)."""
+    if _cuda_available():
+        pytest.skip("the CUDA provider runs the model here")
+    heavy = OnnxBackend(str(models["slow"]), threads=2, cache_dir=str(tmp_path))
+    assert heavy._probe_latency() >= 0.001
+    assert heavy.info.extra.get("spinning") == "on"
+    light = OnnxBackend(str(models["affine"]), threads=2, cache_dir=str(tmp_path))
+    assert "spinning" not in light.info.extra

@@ -200,6 +200,7 @@ class OnnxBackend:
             if profile:
                 providers[0][1].update(profile)
         self.session = self._create(ort, model_path, session_options(threads), providers)
+        self._buckets: list[tuple[int, Any]] = []  # (batch size, session), see _bucket_sessions
         in_use = self.session.get_providers()
         if require_gpu and not any(p in GPU_EPS for p in in_use):
             asked = ", ".join(name for name, _ in providers)
@@ -227,7 +228,6 @@ class OnnxBackend:
                 self.session = None  # freed first, so that peak memory holds one copy of the weights
                 self.session = self._create(ort, model_path, session_options(threads, spinning=True), providers)
                 self.info.extra["spinning"] = "on"
-        self._buckets: list[tuple[int, Any]] = []
         if batch_buckets is None:
             batch_buckets = in_use[0] == CUDA_EP
         if batch_buckets and self.max_batch_size > 1 and not self._string_inputs:
