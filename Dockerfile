@@ -44,7 +44,8 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 ENTRYPOINT ["modeldeploy-operator"]
 CMD ["--all-namespaces"]
 
-# The TensorRT image already holds the tensorrt Python package, which satisfies the gpu extra;
+# The TensorRT image (CUDA 12) already holds the tensorrt Python package, which satisfies the gpu
+# extra; its onnxruntime-gpu bound keeps to the CUDA 12 builds (see pyproject.toml);
 # pycuda compiles against its CUDA toolkit. pip installs into the image's own Python: it is
 # the only one there, and Ubuntu 24.04's externally-managed marker is meant for hosts, not images.
 FROM ${TENSORRT_IMAGE} AS runtime

@@ -149,3 +149,19 @@ def test_runtime_image_carries_the_model_the_cpu_example_serves():
     assert uri.startswith("file:///opt/modeldeploy/models/")
     assert "examples/models/ /opt/modeldeploy/models/" in args_of(stages()["runtime"], "COPY")
     assert (ROOT / "examples" / "models" / uri.rsplit("/", 1)[1]).is_file()
+
+
+def test_onnxruntime_gpu_is_held_to_the_cuda_major_of_the_runtime_base_image():
+    """onnxruntime-gpu 1.27 and later are built for CUDA 13 (the wheels' build_and_package_info.py
+    says cuda_version 12.8 for 1.26.0, 13.0 for 1.27.0 and 1.31.1). The runtime image is NVIDIA's
+    TensorRT 24.12 image, CUDA 12.6: there their CUDA and TensorRT providers cannot load
+    libcudart.so.13, and ONNX Runtime falls back to the CPU. Moving the base image to a CUDA 13
+    release should move this bound with it."""
+    from packaging.specifiers import SpecifierSet
+
+    tag = global_args()["TENSORRT_IMAGE"].rsplit(":", 1)[1]
+    assert tag.startswith("24."), f"base image {tag}: check its CUDA major, then the onnxruntime-gpu bound"
+    gpu = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    allowed = SpecifierSet(next(d for d in gpu if d.startswith("onnxruntime-gpu")).removeprefix("onnxruntime-gpu"))
+    assert "1.26.0" in allowed
+    assert "1.27.0" not in allowed and "1.31.1" not in allowed
