@@ -12,6 +12,7 @@ from modeldeploy_runtime.backends.onnx import (
     OnnxBackend,
     batch_buckets,
     batchable,
+    has_convolutions,
     pad_rows,
     select_providers,
     spinning_pays,
@@ -144,8 +145,7 @@ def test_gpu_provider_really_in_use(models, tmp_path):
     backend = OnnxBackend(str(models["affine"]), require_gpu=True, cache_dir=str(tmp_path))
     assert backend.info.device == "gpu"
     assert backend.info.providers[0] in (TRT_EP, CUDA_EP)
-    if backend.info.providers[0] == CUDA_EP:  # cuDNN plans once per session and shape
-        assert backend.info.extra["batch_buckets"] == "1,2,4,8"
+    assert "batch_buckets" not in backend.info.extra  # no convolutions: one session is enough
     import numpy as np
 
     y = backend.infer({"x": np.ones((2, 4), dtype=np.float32)})["y"]
@@ -206,3 +206,22 @@ def test_cpu_pool_threads_spin_for_a_heavy_model_and_not_for_a_light_one(models,
     assert heavy.info.extra.get("spinning") == "on"
     light = OnnxBackend(str(models["affine"]), threads=2, cache_dir=str(tmp_path))
     assert "spinning" not in light.info.extra
+
+
+def test_convolutions_are_found_in_the_model_file(models, tmp_path):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    for op, weight_shape in (("Conv", (2, 1, 3, 3)), ("ConvTranspose", (1, 2, 3, 3))):
+        graph = helper.make_graph(
+            [helper.make_node(op, ["x", "w"], ["y"])], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            initializer=[numpy_helper.from_array(np.ones(weight_shape, dtype=np.float32), "w")],
+        )  # fmt: skip
+        path = tmp_path / f"{op}.onnx"
+        path.write_bytes(helper.make_model(graph).SerializeToString())
+        assert has_convolutions(str(path)), op
+    assert not has_convolutions(str(models["affine"]))
+    assert not has_convolutions(str(models["slow"]))  # MatMuls only
+    assert not has_convolutions(str(tmp_path / "missing.onnx"))

@@ -147,6 +147,23 @@ def batch_buckets(max_batch_size: int) -> list[int]:
     return [*sizes, max_batch_size]
 
 
+# How a NodeProto's op_type field (4, length-delimited) spells each convolution in the model file.
+_CONV_OP_TYPES = tuple(
+    b'"' + bytes([len(op)]) + op for op in (b"Conv", b"ConvTranspose", b"ConvInteger", b"QLinearConv")
+)
+
+
+def has_convolutions(model_path: str) -> bool:
+    """Whether the ONNX file holds a convolution node, read from its protobuf bytes (the serving
+    image has no onnx package). A chance match in weight data would only cost GPU memory."""
+    try:
+        with open(model_path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return any(op in data for op in _CONV_OP_TYPES)
+
+
 def pad_rows(inputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
     """``inputs`` with zero rows appended along the batch dimension up to ``rows``."""
     out = {}
@@ -182,7 +199,8 @@ class OnnxBackend:
         batch_buckets: bool | None = None,
     ) -> None:
         """``batch_buckets``: run each batch on a session kept for one batch size (see
-        ``_bucket_sessions``); None turns it on where the CUDA provider runs the model."""
+        ``_bucket_sessions``); None turns it on where the CUDA provider runs a model with
+        convolutions."""
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - the runtime extra installs it
@@ -228,8 +246,8 @@ class OnnxBackend:
                 self.session = None  # freed first, so that peak memory holds one copy of the weights
                 self.session = self._create(ort, model_path, session_options(threads, spinning=True), providers)
                 self.info.extra["spinning"] = "on"
-        if batch_buckets is None:
-            batch_buckets = in_use[0] == CUDA_EP
+        if batch_buckets is None:  # the case that needs them: cuDNN convolutions (see _bucket_sessions)
+            batch_buckets = in_use[0] == CUDA_EP and has_convolutions(model_path)
         if batch_buckets and self.max_batch_size > 1 and not self._string_inputs:
             self._buckets = self._bucket_sessions(ort, model_path, session_options(threads), providers)
             self.info.extra["batch_buckets"] = ",".join(str(size) for size, _ in self._buckets)
