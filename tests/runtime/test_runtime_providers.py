@@ -225,3 +225,5 @@ def test_convolutions_are_found_in_the_model_file(models, tmp_path):
     assert not has_convolutions(str(models["affine"]))
     assert not has_convolutions(str(models["slow"]))  # MatMuls only
     assert not has_convolutions(str(tmp_path / "missing.onnx"))
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    assert not has_convolutions(str(tmp_path / "empty.onnx"))

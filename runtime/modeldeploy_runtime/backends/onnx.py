@@ -9,6 +9,7 @@ are read back from the session, logged, shown in model metadata, and checked aga
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import time
 from collections.abc import Sequence
@@ -157,11 +158,10 @@ def has_convolutions(model_path: str) -> bool:
     """Whether the ONNX file holds a convolution node, read from its protobuf bytes (the serving
     image has no onnx package). A chance match in weight data would only cost GPU memory."""
     try:
-        with open(model_path, "rb") as f:
-            data = f.read()
-    except OSError:
+        with open(model_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return any(data.find(op) != -1 for op in _CONV_OP_TYPES)  # mapped: a large model is not read into memory
+    except (OSError, ValueError):  # missing, unreadable or empty
         return False
-    return any(op in data for op in _CONV_OP_TYPES)
 
 
 def pad_rows(inputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
