@@ -217,7 +217,8 @@ class OnnxBackend:
             profile = trt_profile_shapes(self._peek_inputs(ort, model_path), max_batch_size)
             if profile:
                 providers[0][1].update(profile)
-        self.session = self._create(ort, model_path, session_options(threads), providers)
+        opts = session_options(threads)
+        self.session = self._create(ort, model_path, opts, providers)
         self._buckets: list[tuple[int, Any]] = []  # (batch size, session), see _bucket_sessions
         in_use = self.session.get_providers()
         if require_gpu and not any(p in GPU_EPS for p in in_use):
@@ -244,12 +245,13 @@ class OnnxBackend:
             latency = self._probe_latency()
             if spinning_pays(device, threads, latency):
                 self.session = None  # freed first, so that peak memory holds one copy of the weights
-                self.session = self._create(ort, model_path, session_options(threads, spinning=True), providers)
+                opts = session_options(threads, spinning=True)
+                self.session = self._create(ort, model_path, opts, providers)
                 self.info.extra["spinning"] = "on"
         if batch_buckets is None:  # the case that needs them: cuDNN convolutions (see _bucket_sessions)
             batch_buckets = in_use[0] == CUDA_EP and has_convolutions(model_path)
         if batch_buckets and self.max_batch_size > 1 and not self._string_inputs:
-            self._buckets = self._bucket_sessions(ort, model_path, session_options(threads), providers)
+            self._buckets = self._bucket_sessions(ort, model_path, opts, providers)  # as the main session
             self.info.extra["batch_buckets"] = ",".join(str(size) for size, _ in self._buckets)
         log.info(
             "ONNX Runtime providers in use: %s (asked for %s; %d threads%s%s)",
@@ -266,9 +268,10 @@ class OnnxBackend:
         The CUDA provider plans cuDNN convolutions for the last input shape a session saw and plans
         again whenever it changes: ResNet-50 on an H200 took 64-139 ms per change (by cuDNN search
         mode) against 2.5 ms for a batch of 8, and dynamic batching changes the batch size all the
-        time (8 concurrent clients got 9 requests/s). A session that only ever sees one shape plans once. A batch runs on the
-        smallest size that holds it, padded with zero rows; the cost is a copy of the model's
-        weights on the GPU per extra session and at most twice the rows computed."""
+        time (8 concurrent clients got 9 requests/s). A session that only ever sees one shape plans
+        once. A batch runs on the smallest size that holds it, padded with zero rows; the cost is a
+        copy of the model's weights on the GPU per extra session and at most twice the rows
+        computed."""
         from ..warmup import warmup_inputs
 
         sample = warmup_inputs(self.inputs, batched=True)
