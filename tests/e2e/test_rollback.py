@@ -50,6 +50,13 @@ def rolled_back(custom, namespace: str, name: str) -> dict:
     )
 
 
+def wait_restored(apps, namespace: str, name: str) -> None:
+    """The Deployment runs the known good image again. The operator writes its decision to status
+    before it applies the template (so that a crash in between is finished by the next operator),
+    so the phase can read RolledBack a moment before the Deployment changes."""
+    wait_for(lambda: deployment_image(apps, namespace, name) == GOOD, 10, "the known good template applied")
+
+
 def test_good_rollout_becomes_last_known_good(operator, namespace, kctl, core, custom):
     status = ready_revision(kctl, core, custom, namespace, "lkg")
     known = status["lastKnownGood"]
@@ -70,7 +77,7 @@ def test_crash_loop_is_rolled_back_and_not_retried(operator, cluster, namespace,
     set_pod_crash_loop(core, pod, restarts=3, message="Traceback ...\nRuntimeError: CUDA error")
 
     status = rolled_back(custom, namespace, "crash")
-    assert deployment_image(apps, namespace, "crash") == GOOD
+    wait_restored(apps, namespace, "crash")
     record = status["rollback"]
     assert record["reason"] == "CrashLoopBackOff"
     assert (record["failedGeneration"], record["failedRevision"], record["restoredRevision"]) == (2, 2, 1)
@@ -115,7 +122,7 @@ def test_progress_deadline_is_rolled_back(operator, namespace, kctl, core, custo
         "rolled back at the progress deadline",
     )
     assert status["rollback"]["reason"] == "ProgressDeadlineExceeded"
-    assert deployment_image(apps, namespace, "slow") == GOOD
+    wait_restored(apps, namespace, "slow")
 
 
 def test_latency_gate_failure_is_rolled_back_with_the_runtime_message(operator, namespace, kctl, core, custom, apps):
@@ -127,7 +134,7 @@ def test_latency_gate_failure_is_rolled_back_with_the_runtime_message(operator, 
     assert status["rollback"]["reason"] == "LatencyBudgetExceeded"
     assert status["rollback"]["message"] == message
     assert message in condition(status, "Degraded")["message"]
-    assert deployment_image(apps, namespace, "gate") == GOOD
+    wait_restored(apps, namespace, "gate")
 
 
 @pytest.mark.parametrize("waiting", ["ErrImagePull", "ImagePullBackOff"])
@@ -138,7 +145,7 @@ def test_image_pull_failure_is_rolled_back(operator, namespace, kctl, core, cust
     status = rolled_back(custom, namespace, "pull")
     assert status["rollback"]["reason"] == "ImagePullFailed"
     assert BAD in status["rollback"]["message"]
-    assert deployment_image(apps, namespace, "pull") == GOOD
+    wait_restored(apps, namespace, "pull")
 
 
 def test_new_spec_after_a_rollback_is_tried_and_retry_annotation_retries(operator, namespace, kctl, core, custom, apps):
