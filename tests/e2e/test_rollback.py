@@ -153,6 +153,7 @@ def test_new_spec_after_a_rollback_is_tried_and_retry_annotation_retries(operato
     apply(kctl, namespace, cpu_model("again", runtime={"image": BAD}))
     set_pod_crash_loop(core, bad_pod(core, namespace, "again"), restarts=5, message="model load failed: boom")
     rolled_back(custom, namespace, "again")
+    wait_restored(apps, namespace, "again")
     assert status_of(custom, namespace, "again")["rollback"]["reason"] == "ModelLoadFailed"
 
     # An explicit retry re-applies the same (failed) spec once more.
@@ -209,7 +210,7 @@ def test_failure_while_the_operator_is_down_is_rolled_back_when_it_returns(
     finally:
         operator.start()
     rolled_back(custom, namespace, "down")
-    assert deployment_image(apps, namespace, "down") == GOOD
+    wait_restored(apps, namespace, "down")
 
 
 def test_rollback_recorded_but_not_applied_is_completed_after_a_restart(operator, namespace, kctl, core, custom, apps):
