@@ -69,7 +69,17 @@ def gate_verdict(p95_ms: float, budget_ms: float) -> str | None:
     """The termination message when p95 is over budget, None when it passes (or no budget)."""
     if budget_ms <= 0 or p95_ms <= budget_ms:
         return None
-    return f"p95 {p95_ms:.1f} ms > {budget_ms:g} ms"
+    return f"p95 {_over(p95_ms, budget_ms)} ms > {budget_ms:g} ms"
+
+
+def _over(value: float, bound: float) -> str:
+    """``value`` (> ``bound``) with one decimal, or as many more as it takes to read as over the
+    bound: 0.031 rather than 0.0 against a budget of 0.001, 1.04 rather than 1.0 against 1."""
+    for decimals in range(1, 10):
+        text = f"{value:.{decimals}f}"
+        if float(text) > bound:
+            return text
+    return f"{value:g}"
 
 
 def check_latency_gate(latencies: Sequence[float], budget_ms: float, mode: str) -> float | None:

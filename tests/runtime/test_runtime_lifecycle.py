@@ -135,6 +135,7 @@ def test_latency_gate_exits_non_zero_with_the_reason(server_factory, models):
     assert server.wait_exit() == 1
     message = server.termination_log.read_text().strip()
     assert message.startswith("latency budget exceeded: p95 ") and message.endswith("> 0.001 ms")
+    assert float(message.split("p95 ")[1].split(" ms")[0]) > 0.001, "the p95 shown reads as over the budget"
     assert "latency budget exceeded" in server.log()
 
 

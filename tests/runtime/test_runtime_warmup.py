@@ -39,6 +39,13 @@ def test_gate_verdict_message_format():
     assert gate_verdict(500.0, 0) is None
 
 
+def test_gate_verdict_shows_the_p95_as_over_the_budget_at_any_scale():
+    # One decimal would print "p95 0.0 ms > 0.001 ms" and "p95 1.0 ms > 1 ms".
+    assert gate_verdict(0.0312, 0.001) == "p95 0.03 ms > 0.001 ms"
+    assert gate_verdict(1.04, 1) == "p95 1.04 ms > 1 ms"
+    assert gate_verdict(0.00042, 0.0001) == "p95 0.0004 ms > 0.0001 ms"
+
+
 def test_enforced_gate_raises_with_the_contract_prefix():
     with pytest.raises(LatencyBudgetExceeded) as err:
         check_latency_gate([0.2] * 20, budget_ms=100, mode="enforce")
