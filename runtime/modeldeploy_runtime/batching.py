@@ -113,9 +113,23 @@ class LoopWaker:
             fn(*args)
 
     def close(self) -> None:
+        """Close the eventfd on the loop's own thread, after the calls still waiting there: the
+        inference thread's last hand-backs, which the loop may not have read yet. Directly when
+        the loop has closed, as nobody waits there any more."""
+        try:
+            self.loop.call_soon_threadsafe(self._close, True)
+        except RuntimeError:
+            self._close(False)
+
+    def _close(self, flush: bool) -> None:
+        if self._fd < 0:
+            return
+        if flush:
+            self._run()
         with contextlib.suppress(Exception):
             self.loop.remove_reader(self._fd)
         os.close(self._fd)
+        self._fd = -1
 
 
 class Batcher:

@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 import pytest
-from modeldeploy_runtime.batching import Batcher, split
+from modeldeploy_runtime.batching import HAS_EVENTFD, Batcher, LoopWaker, split
 from modeldeploy_runtime.errors import Overloaded
 
 DEADLINE_S = 10
@@ -226,6 +226,22 @@ def test_stop_finishes_what_is_queued():
 
     assert len(run(main())) == 3
     assert backend.batches == [1, 1, 1]
+
+
+@pytest.mark.skipif(not HAS_EVENTFD, reason="the eventfd hand-back is Linux only")
+def test_hand_backs_not_yet_read_by_the_loop_still_run_when_the_waker_closes():
+    # The inference thread's last result can be handed back just before stop() ends the thread
+    # and closes the waker, while the loop is busy and has not read the eventfd yet.
+    delivered = []
+
+    async def main():
+        waker = LoopWaker(asyncio.get_running_loop())
+        waker.call(delivered.append, "the last result")  # written to the eventfd, not read yet
+        waker.close()
+        await asyncio.sleep(0.05)
+
+    run(main())
+    assert delivered == ["the last result"]
 
 
 def test_observer_sees_queue_waits_compute_and_rows():
