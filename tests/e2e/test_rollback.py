@@ -50,11 +50,11 @@ def rolled_back(custom, namespace: str, name: str) -> dict:
     )
 
 
-def wait_restored(apps, namespace: str, name: str) -> None:
+def wait_restored(apps, namespace: str, name: str, timeout_s: float = 10) -> None:
     """The Deployment runs the known good image again. The operator writes its decision to status
     before it applies the template (so that a crash in between is finished by the next operator),
     so the phase can read RolledBack a moment before the Deployment changes."""
-    wait_for(lambda: deployment_image(apps, namespace, name) == GOOD, 10, "the known good template applied")
+    wait_for(lambda: deployment_image(apps, namespace, name) == GOOD, timeout_s, "the known good template applied")
 
 
 def test_good_rollout_becomes_last_known_good(operator, namespace, kctl, core, custom):
@@ -236,5 +236,5 @@ def test_rollback_recorded_but_not_applied_is_completed_after_a_restart(operator
         assert deployment_image(apps, namespace, "crashed") == BAD
     finally:
         operator.start()
-    wait_for(lambda: deployment_image(apps, namespace, "crashed") == GOOD, 15, "the rollback completed")
+    wait_restored(apps, namespace, "crashed", timeout_s=15)  # the operator's start-up included
     assert rolled_back(custom, namespace, "crashed")["rollbackCount"] == 1
