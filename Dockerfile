@@ -1,13 +1,17 @@
 # syntax=docker/dockerfile:1
 #
-# Two images from one file, each carrying only its own extras of pyproject.toml:
+# Three images from one file, each carrying only its own extras of pyproject.toml:
 #
-#   docker build --target operator -t ghcr.io/modeldeploy/operator:0.1.0 .
-#   docker build --target runtime  -t ghcr.io/modeldeploy/runtime:0.1.0 .
+#   docker build --target operator    -t ghcr.io/modeldeploy/operator:0.1.0 .
+#   docker build --target runtime     -t ghcr.io/modeldeploy/runtime:0.1.0 .
+#   docker build --target runtime-cpu -t ghcr.io/modeldeploy/runtime-cpu:0.1.0 .
 #
 # `operator` is a slim Python image with kopf and the Kubernetes client, no inference libraries.
 # `runtime` is NVIDIA's TensorRT image (CUDA, cuDNN, TensorRT) with onnxruntime-gpu, pycuda and
-# NVML, no kopf. Both run as uid 10001, which the chart and the operator's pods also set.
+# NVML, no kopf. `runtime-cpu` is the slim Python image with the CPU runtime (onnxruntime), for
+# clusters and demos without GPUs. All run as uid/gid 10001 (modeldeploy_contract.UID/GID), which
+# the chart and the operator's pods also set; the runtime images' ENTRYPOINT and CMD are
+# modeldeploy_contract.ENTRYPOINT and SERVE_ARGS, and the operator renders only `args`.
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 # TensorRT 10.7 on CUDA 12.6; engines built by `modeldeploy optimize` must come from the same
@@ -20,6 +24,7 @@ COPY pyproject.toml README.md /src/
 COPY operator/ /src/operator/
 COPY runtime/ /src/runtime/
 COPY cli/ /src/cli/
+COPY contract/ /src/contract/
 
 # The operator is installed into a virtual environment that the final stage copies whole, so no
 # compiler, pip cache or source tree reaches the image.
@@ -73,4 +78,31 @@ EXPOSE 8080 9091
 # own probes, this is for plain `docker run`.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/live' % os.environ.get('MODELDEPLOY_PORT', '8080'), timeout=4)"]
-ENTRYPOINT ["modeldeploy-runtime", "serve"]
+ENTRYPOINT ["modeldeploy-runtime"]
+CMD ["serve"]
+
+# The CPU runtime: the same server on onnxruntime's CPU provider, in a virtual environment like the
+# operator's, so no compiler or pip cache reaches the image.
+FROM ${PYTHON_IMAGE} AS runtime-cpu-build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY --from=source /src /src
+RUN python -m venv /opt/modeldeploy \
+ && /opt/modeldeploy/bin/pip install --no-cache-dir "/src[runtime]"
+
+FROM ${PYTHON_IMAGE} AS runtime-cpu
+RUN groupadd --system --gid 10001 modeldeploy \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin modeldeploy \
+ && mkdir -p /var/cache/modeldeploy \
+ && chown 10001:10001 /var/cache/modeldeploy
+COPY --from=runtime-cpu-build /opt/modeldeploy /opt/modeldeploy
+COPY examples/models/ /opt/modeldeploy/models/
+ENV PATH=/opt/modeldeploy/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+USER 10001:10001
+VOLUME ["/var/cache/modeldeploy"]
+EXPOSE 8080 9091
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/live' % os.environ.get('MODELDEPLOY_PORT', '8080'), timeout=4)"]
+ENTRYPOINT ["modeldeploy-runtime"]
+CMD ["serve"]

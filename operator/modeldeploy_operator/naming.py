@@ -6,6 +6,8 @@ import hashlib
 import json
 from typing import Any
 
+import modeldeploy_contract as contract
+
 from . import api
 
 FIELD_MANAGER = "modeldeploy-operator"
@@ -21,10 +23,10 @@ REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 TEMPLATE_HASH_LABEL = "pod-template-hash"
 
 CONTAINER_NAME = "runtime"
-HTTP_PORT = 8080
-METRICS_PORT = 9091
-MODELS_MOUNT = "/mnt/models"
-CACHE_MOUNT = "/var/cache/modeldeploy"
+HTTP_PORT = contract.HTTP_PORT
+METRICS_PORT = contract.METRICS_PORT
+MODELS_MOUNT = contract.MODELS_MOUNT
+CACHE_MOUNT = contract.CACHE_MOUNT
 
 
 def selector_labels(name: str) -> dict[str, str]:

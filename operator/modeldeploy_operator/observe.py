@@ -8,16 +8,13 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+import modeldeploy_contract as contract
+
 from . import naming
 
-# The runtime writes one of these prefixes to its termination log when it refuses to start
-# (docs/architecture.md); each is decisive on the first occurrence.
-RUNTIME_REASONS = {
-    "latency budget exceeded:": "LatencyBudgetExceeded",
-    "model load failed:": "ModelLoadFailed",
-    "gpu unavailable:": "GPUUnavailable",
-    "invalid configuration:": "InvalidRuntimeConfig",
-}
+# The runtime writes "<prefix>: ..." to its termination log when it refuses to start (the contract);
+# each is decisive on the first occurrence.
+RUNTIME_REASONS = {f"{prefix}:": reason for prefix, reason in contract.TERMINATION_REASONS.items()}
 IMAGE_PULL_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
 CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError"}
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
+import modeldeploy_contract as contract
+
 from .config import ConfigError, build_parser, load_config
 
 USAGE = """usage: modeldeploy-runtime serve [--model PATH|URL] [--name NAME] [options]
@@ -18,18 +20,21 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
-    if argv[0] != "serve":
+    if argv[:1] != list(contract.SERVE_ARGS):
         print(f"modeldeploy-runtime: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     try:
         config = load_config(argv[1:])
     except ConfigError as exc:
-        message = f"invalid configuration: {exc}"
+        message = contract.termination_message(contract.INVALID_CONFIGURATION, str(exc))
         print(f"modeldeploy-runtime: {message}", file=sys.stderr)
         from .warmup import write_termination_message
 
-        known, _ = build_parser().parse_known_args(argv[1:])
-        path = known.termination_log or os.environ.get("MODELDEPLOY_TERMINATION_LOG", "/dev/termination-log")
+        try:
+            flag = build_parser().parse_known_args(argv[1:])[0].termination_log
+        except ConfigError:  # the command line itself is what is wrong
+            flag = None
+        path = flag or os.environ.get("MODELDEPLOY_TERMINATION_LOG", contract.TERMINATION_LOG)
         write_termination_message(path, message)
         return 2
     from .server import serve  # imports numpy and the backends only when serving

@@ -148,8 +148,17 @@ def _parse(s: Setting, raw: str) -> Any:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """Command-line mistakes are configuration errors like any other: they reach the termination
+    log (a kubelet shows it) instead of only stderr. A stray `serve` from an image whose
+    ENTRYPOINT already says `serve` once made every pod crash-loop with nothing to read."""
+
+    def error(self, message: str):
+        raise ConfigError(f"command line: {message}; run `modeldeploy-runtime serve --help` for the flags")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="modeldeploy-runtime serve",
         description="Serve one model over the Open Inference Protocol v2 (REST). Every flag can also "
         "be set by the environment variable shown; the flag wins.",

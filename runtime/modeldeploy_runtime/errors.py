@@ -3,6 +3,8 @@ metrics reason and termination-message prefix. Nothing else in the runtime picks
 
 from __future__ import annotations
 
+import modeldeploy_contract as contract
+
 
 class ServingError(Exception):
     """A request failed; the message is sent to the client as is, so it names the tensor or field
@@ -69,24 +71,24 @@ class StartupError(Exception):
     """The server cannot become ready. Its ``termination_message`` is the one line the operator
     reads from the container status and classifies by prefix (docs/architecture.md)."""
 
-    prefix = "model load failed"
+    prefix = contract.MODEL_LOAD_FAILED
 
     @property
     def termination_message(self) -> str:
-        return f"{self.prefix}: {self}"
+        return contract.termination_message(self.prefix, str(self))
 
 
 class ModelLoadFailed(StartupError):
-    prefix = "model load failed"
+    prefix = contract.MODEL_LOAD_FAILED
 
 
 class GpuUnavailable(StartupError):
-    prefix = "gpu unavailable"
+    prefix = contract.GPU_UNAVAILABLE
 
 
 class LatencyBudgetExceeded(StartupError):
-    prefix = "latency budget exceeded"
+    prefix = contract.LATENCY_BUDGET_EXCEEDED
 
 
 class InvalidConfiguration(StartupError):
-    prefix = "invalid configuration"
+    prefix = contract.INVALID_CONFIGURATION

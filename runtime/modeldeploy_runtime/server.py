@@ -205,10 +205,10 @@ def serve(config: RuntimeConfig) -> int:
         try:
             start_http_server(config.metrics_port, addr=config.host, registry=metrics.registry)
         except OSError as exc:
-            message = (
-                f"invalid configuration: cannot serve metrics on {config.host}:{config.metrics_port} "
+            message = InvalidConfiguration(
+                f"cannot serve metrics on {config.host}:{config.metrics_port} "
                 f"({exc.strerror}); set MODELDEPLOY_METRICS_PORT to a free port, or 0"
-            )
+            ).termination_message
             log.error("%s", message)
             write_termination_message(config.termination_log, message)
             return 1

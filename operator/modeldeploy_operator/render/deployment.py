@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlparse
 
+import modeldeploy_contract as contract
+
 from .. import api, naming
 from .common import Settings, Target, object_meta
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-RUNTIME_UID = 1000
 MODELS_VOLUME = "models"
 
 
@@ -91,19 +92,20 @@ def render_container(target: Target, settings: Settings) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": naming.CONTAINER_NAME,
         "image": runtime.image or settings.runtime_image,
-        "args": ["serve"],
+        "args": list(contract.SERVE_ARGS),  # after the image's ENTRYPOINT
         "ports": [
             {"name": "http", "containerPort": naming.HTTP_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": naming.METRICS_PORT, "protocol": "TCP"},
         ],
         "env": runtime_env(target),
         "resources": container_resources(target.spec),
-        "readinessProbe": http_probe("/v2/health/ready", period=5, failures=3),
-        "livenessProbe": http_probe("/v2/health/live", period=10, failures=3),
+        "readinessProbe": http_probe(contract.READY_PATH, period=5, failures=3),
+        "livenessProbe": http_probe(contract.LIVE_PATH, period=10, failures=3),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": RUNTIME_UID,
+            "runAsUser": contract.UID,
+            "runAsGroup": contract.GID,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
@@ -139,9 +141,9 @@ def render_pod_template(target: Target, settings: Settings) -> dict[str, Any]:
         "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": RUNTIME_UID,
-            "runAsGroup": RUNTIME_UID,
-            "fsGroup": RUNTIME_UID,
+            "runAsUser": contract.UID,
+            "runAsGroup": contract.GID,
+            "fsGroup": contract.GID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [render_container(target, settings)],

