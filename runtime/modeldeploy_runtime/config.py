@@ -70,6 +70,9 @@ SETTINGS: tuple[Setting, ...] = (
             "downloads and TensorRT engine cache"),
     Setting("threads", "MODELDEPLOY_THREADS", "--threads", "int", 0,
             "inference threads (0 = from the cgroup CPU quota)", minimum=0),
+    Setting("drain_delay_s", "MODELDEPLOY_DRAIN_DELAY_S", "--drain-delay-s", "float", 0.0,
+            "seconds a SIGTERM keeps serving, readiness off, while load balancers stop sending (0 = none)",
+            minimum=0),
     Setting("max_body_bytes", "MODELDEPLOY_MAX_BODY_BYTES", "--max-body-bytes", "int", 64 * 1024 * 1024,
             "largest request body; past it 413", minimum=1),
     Setting("log_level", "MODELDEPLOY_LOG_LEVEL", "--log-level", "choice", "info",
@@ -104,6 +107,7 @@ class RuntimeConfig:
     termination_log: str = "/dev/termination-log"
     cache_dir: str = "/var/cache/modeldeploy"
     threads: int = 0
+    drain_delay_s: float = 0.0
     max_body_bytes: int = 64 * 1024 * 1024
     log_level: str = "info"
 

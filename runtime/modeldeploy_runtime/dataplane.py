@@ -168,9 +168,11 @@ class DataPlane:
         self.metrics.ready.set(0)
 
     def drain(self) -> None:
-        """Readiness drops at once and new inference requests are refused (503, retryable);
-        requests already accepted still finish."""
-        self.state = State.DRAINING
+        """Readiness drops at once, so the Service stops sending to this replica. A model that is
+        serving keeps answering what still arrives: an endpoint leaves kube-proxy's rules a moment
+        after readiness drops, and a request refused then would fail a client for nothing."""
+        if self.state is State.READY:
+            self.state = State.DRAINING
         self.metrics.ready.set(0)
 
     async def wait_idle(self, timeout_s: float, poll_s: float = 0.01) -> bool:
@@ -294,9 +296,7 @@ class DataPlane:
 
     async def _infer(self, name, version, body, header_length, content_encoding, max_body_bytes, alone):
         self.check_model(name, version)
-        if self.state is not State.READY:
-            if self.state is State.DRAINING:
-                raise NotReady("the server is shutting down; retry on another replica")
+        if self.state is not State.READY and self.state is not State.DRAINING:
             self._loaded()
             raise NotReady(f"model {self.name!r} is warming up; retry once /v2/health/ready answers 200")
         backend = self.backend

@@ -297,7 +297,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.busy = False
         self._task = None
         self.last_active = time.monotonic()
-        keep_alive = keep_alive and not self.server.stopping
+        keep_alive = keep_alive and not (self.server.stopping or self.server.draining)
         self._write(response, keep_alive)
         if keep_alive and not response.close:
             self._next()
@@ -348,6 +348,7 @@ class HttpServer:
         self.idle_timeout_s = idle_timeout_s
         self.connections: set[HttpConnection] = set()
         self.stopping = False
+        self.draining = False  # each connection closes after its next response
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task | None = None
 
@@ -363,6 +364,10 @@ class HttpServer:
             for conn in list(self.connections):
                 if not conn.busy and not conn.pending and conn.last_active < cutoff:
                     conn.shutdown()
+
+    def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
 
     async def stop(self, timeout_s: float | None = None) -> None:
         """Stop accepting, close idle connections, wait for in-flight requests to be answered."""

@@ -9,6 +9,7 @@ operator can tell the user why (docs/architecture.md, "Termination message").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -135,11 +136,15 @@ async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> i
     app = App(dataplane, config.auth_token, config.max_body_bytes)
     http = HttpServer(app, app.too_large, config.max_body_bytes, payload_offset_header=BINARY_HEADER)
     stop = asyncio.Event()
+    hurry = asyncio.Event()  # a second signal, or SIGINT: no drain delay
 
     def on_signal(signame: str) -> None:
-        if not stop.is_set():
+        if stop.is_set() or signame != "SIGTERM":
+            hurry.set()
+        else:
             log.info("%s: readiness off, finishing in-flight requests", signame)
         dataplane.drain()  # readiness drops before anything else happens
+        http.draining = True
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -175,8 +180,17 @@ async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> i
         time.perf_counter() - started,
     )
     await stopping
-    if not await dataplane.wait_idle(DRAIN_TIMEOUT_S):
-        log.warning("requests still in flight after %d s; stopping anyway", DRAIN_TIMEOUT_S)
+    delay = 0.0 if hurry.is_set() else config.drain_delay_s
+    if delay:
+        # Readiness is off, but the endpoint leaves kube-proxy's rules a moment later: what still
+        # arrives is served, each connection closing after its answer so clients reconnect elsewhere.
+        log.info("serving %g s more while the endpoint is removed (MODELDEPLOY_DRAIN_DELAY_S)", delay)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(hurry.wait(), delay)
+    http.stop_accepting()
+    budget = max(1.0, DRAIN_TIMEOUT_S - delay)
+    if not await dataplane.wait_idle(budget):
+        log.warning("requests still in flight after %g s; stopping anyway", budget)
     await http.stop(timeout_s=5)
     dataplane.close()
     log.info("stopped")

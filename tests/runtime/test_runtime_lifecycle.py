@@ -147,6 +147,8 @@ def test_latency_gate_in_warn_mode_serves_anyway(server_factory, models):
 
 
 def test_sigterm_drops_readiness_finishes_in_flight_then_exits(server_factory, models):
+    """Without a drain delay: new connections are refused at once; a request on a connection
+    already open is still answered, with `Connection: close`."""
     server = server_factory(models["slow"], "m", MAX_BATCH_SIZE=1)
     body, headers = slow_request(rows=1024)  # about a second of compute on one thread
     result: dict[str, object] = {}
@@ -165,6 +167,8 @@ def test_sigterm_drops_readiness_finishes_in_flight_then_exits(server_factory, m
             break
         assert time.monotonic() < deadline, "the request never got in flight"
         time.sleep(0.01)
+    idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    idle.connect()  # open before the signal, no request yet
     server.proc.send_signal(signal.SIGTERM)
     while True:  # readiness drops while the request is still running
         probe.request("GET", "/v2/health/ready")
@@ -175,12 +179,36 @@ def test_sigterm_drops_readiness_finishes_in_flight_then_exits(server_factory, m
         assert ready.status == 200 and time.monotonic() < deadline
         time.sleep(0.01)
     assert thread.is_alive()
-    probe.request("POST", "/v2/models/m/infer", body=slow_request(rows=1)[0], headers=slow_request(rows=1)[1])
-    refused = probe.getresponse()
-    refused.read()
-    assert refused.status == 503 and refused.getheader("retry-after") == "1"
+    with pytest.raises(OSError):
+        http.client.HTTPConnection("127.0.0.1", server.port, timeout=2).request("GET", "/v2/health/live")
+    idle.request("POST", "/v2/models/m/infer", body=slow_request(rows=1)[0], headers=slow_request(rows=1)[1])
+    answered = idle.getresponse()
+    answered.read()
+    assert answered.status == 200 and answered.getheader("connection") == "close"
     thread.join(60)
     assert result["status"] == 200  # the in-flight request finished
+    assert server.wait_exit() == 0
+    with pytest.raises(OSError):
+        http.client.HTTPConnection("127.0.0.1", server.port, timeout=2).request("GET", "/v2/health/live")
+
+
+def test_sigterm_with_a_drain_delay_keeps_serving_new_connections_until_it_ends(server_factory, models):
+    """The Service's endpoint goes a moment after readiness drops: during the delay the replica is
+    unready but answers whatever still reaches it, closing each connection after its answer."""
+    server = server_factory(models["slow"], "m", DRAIN_DELAY_S=3)
+    body, headers = slow_request(rows=1)
+    server.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 2
+    while server.status("/v2/health/ready") != 503:
+        assert time.monotonic() < deadline, "readiness did not drop"
+        time.sleep(0.01)
+    for _ in range(3):  # new connections, each answered and closed
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        conn.request("POST", "/v2/models/m/infer", body=body, headers=headers)
+        answer = conn.getresponse()
+        answer.read()
+        assert answer.status == 200 and answer.getheader("connection") == "close"
+        conn.close()
     assert server.wait_exit() == 0
     with pytest.raises(OSError):
         http.client.HTTPConnection("127.0.0.1", server.port, timeout=2).request("GET", "/v2/health/live")

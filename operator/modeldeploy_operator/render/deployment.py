@@ -14,6 +14,9 @@ from .common import Settings, Target, object_meta
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 MODELS_VOLUME = "models"
+# After SIGTERM the runtime keeps serving this long, readiness off, while the endpoint leaves
+# kube-proxy's rules (within the default 30 s grace period, with its in-flight drain).
+DRAIN_DELAY_S = 5
 
 
 def model_location(spec: api.ModelSource) -> tuple[str, dict[str, Any] | None]:
@@ -51,6 +54,7 @@ def runtime_env(target: Target) -> list[dict[str, Any]]:
         "MODELDEPLOY_PORT": str(naming.HTTP_PORT),
         "MODELDEPLOY_METRICS_PORT": str(naming.METRICS_PORT),
         "MODELDEPLOY_CACHE_DIR": naming.CACHE_MOUNT,
+        "MODELDEPLOY_DRAIN_DELAY_S": str(DRAIN_DELAY_S),
     }
     # An empty value is dropped by the API server; rendering it would look like drift forever.
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values.items() if v]
