@@ -14,7 +14,7 @@ test: setup
 
 # Unit tests only: no control plane, seconds.
 test-fast:
-	$(VENV)/pytest -q tests/operator tests/runtime tests/optimize -m "not cluster"
+	$(VENV)/pytest -q tests/operator tests/runtime tests/optimize -m "not cluster and not realnode"
 
 demo: setup
 	$(VENV)/python hack/demo.py

@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and kube-controller-manager 1.20 from Debian's source package, offline,
-# and caches them. Nothing on PyPI or Debian ships these binaries and there is no Docker engine
-# for kind/k3s, so this is how tests get a real control plane. See README "Tests".
+# Builds Kubernetes 1.20 from Debian's source package, offline, and caches the binaries: the control
+# plane (kube-apiserver, kube-controller-manager, kube-scheduler) and the node (kubelet, kube-proxy),
+# all from one tree, and the pod sandbox's `pause` binary from the same tree's build/pause. Nothing on PyPI or Debian ships these binaries and there is no Docker engine
+# for kind/k3s, so this is how tests get a real cluster. See README "Tests".
 set -euo pipefail
 
 CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
 BIN="$CACHE/k8s-bin"
-if [[ -x "$BIN/kube-apiserver" && -x "$BIN/kube-controller-manager" ]]; then
-  echo "control plane binaries cached in $BIN"
+COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy pause)
+missing=()
+for c in "${COMPONENTS[@]}"; do [[ -x "$BIN/$c" ]] || missing+=("$c"); done
+if ((${#missing[@]} == 0)); then
+  echo "kubernetes binaries cached in $BIN"
   exit 0
 fi
 
 need=()
-for pkg in golang-go rsync etcd-server openssl golang-github-modern-go-reflect2-dev; do
+for pkg in golang-go rsync etcd-server openssl golang-github-modern-go-reflect2-dev gcc libc6-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -37,10 +41,22 @@ rm -rf "$work/src/vendor/github.com/modern-go/reflect2"
 cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 "$work/src/vendor/github.com/modern-go/reflect2"
 rm -f "$work/src/vendor/github.com/modern-go/reflect2/go.mod"
 
-(cd "$work/src" && env -u GOFLAGS CGO_ENABLED=0 GOCACHE="$work/gocache" \
-   make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >"$work/build.log" 2>&1) || {
-  tail -n 50 "$work/build.log"; exit 1; }
+# Only the missing ones are built. KUBE_STATIC_OVERRIDES makes the kubelet static like the rest,
+# so the cached binaries run on any machine of this kind.
 mkdir -p "$BIN"
-out="$(dirname "$(find "$work/src/_output" -type f -name kube-apiserver | head -n1)")"
-install -m 0755 "$out/kube-apiserver" "$out/kube-controller-manager" "$BIN/"
-echo "control plane binaries built into $BIN"
+what=()
+for c in "${missing[@]}"; do [[ "$c" == pause ]] || what+=("cmd/$c"); done
+if ((${#what[@]})); then
+  echo "building ${what[*]} from Debian's kubernetes source (about 6-15 min on two cores)" >&2
+  (cd "$work/src" && env -u GOFLAGS CGO_ENABLED=0 KUBE_STATIC_OVERRIDES=kubelet \
+     GOCACHE="$work/gocache" make WHAT="${what[*]}" >"$work/build.log" 2>&1) || {
+    tail -n 50 "$work/build.log"; exit 1; }
+  for c in "${what[@]}"; do
+    install -m 0755 "$(find "$work/src/_output" -type f -name "${c#cmd/}" | head -n1)" "$BIN/"
+  done
+fi
+# The sandbox process of every pod; static, so the image is this one file.
+if [[ ! -x "$BIN/pause" ]]; then
+  gcc -Os -static -o "$BIN/pause" "$work/src/build/pause/linux/pause.c"
+fi
+echo "kubernetes binaries built into $BIN"

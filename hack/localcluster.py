@@ -33,6 +33,9 @@ CONTROLLERS = (
     "garbagecollector,deployment,replicaset,namespace,serviceaccount,serviceaccount-token,"
     "horizontalpodautoscaling,disruption"
 )
+# With a kubelet: the node's not-ready taint lifted, Service endpoints (kube-proxy reads the
+# slices), and pods of a deleted node collected.
+NODE_CONTROLLERS = "nodelifecycle,endpoint,endpointslice,podgc"
 
 
 def free_port() -> int:
@@ -45,6 +48,10 @@ def free_port() -> int:
 class LocalCluster:
     workdir: Path
     authorization: str = "AlwaysAllow"  # or "RBAC"
+    # A real node (hack/realnode.py) binds the API server to its pod bridge, and pods reach it
+    # through the `kubernetes` Service with their own ServiceAccount tokens.
+    address: str = "127.0.0.1"
+    in_cluster: bool = False
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     api_port: int = 0
@@ -65,7 +72,7 @@ class LocalCluster:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.address}:{self.api_port}"
 
     def start(self, timeout: float = 90.0, crds: Path | None = None, attempts: int = 3) -> LocalCluster:
         """`crds`: a folder of CRD manifests installed before the controller-manager starts, so that
@@ -74,11 +81,13 @@ class LocalCluster:
 
         Free ports are picked by binding port 0 and letting go, so another process can take one in
         between: a start that fails on a taken port is tried again on new ports."""
+        fixed_port = self.api_port
         for attempt in range(1, attempts + 1):
             try:
                 return self._start(timeout, crds)
             except RuntimeError as exc:
                 self.stop()
+                self.api_port = fixed_port
                 shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
                 if "address already in use" not in str(exc) or attempt == attempts:
                     raise
@@ -93,7 +102,8 @@ class LocalCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         logs = self.workdir / "logs"
         logs.mkdir(exist_ok=True)
-        etcd_port, peer_port, self.api_port, cm_port = (free_port() for _ in range(4))
+        etcd_port, peer_port, cm_port = (free_port() for _ in range(3))
+        self.api_port = self.api_port or free_port()
         (self.workdir / "tokens.csv").write_text(f'{self.token},admin,admin,"system:masters"\n')
         # Every request is audited, so tests can count exactly who wrote what.
         (self.workdir / "audit-policy.yaml").write_text(
@@ -135,18 +145,23 @@ class LocalCluster:
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
                 "--insecure-port=0",
                 f"--token-auth-file={self.workdir / 'tokens.csv'}",
-                "--bind-address=127.0.0.1",
+                f"--bind-address={self.address}",
                 f"--secure-port={self.api_port}",
                 f"--cert-dir={self.workdir / 'certs'}",
-                "--advertise-address=127.0.0.1",
-                "--endpoint-reconciler-type=none",
+                f"--advertise-address={self.address}",
+                # `kubectl logs` and `exec` dial the kubelet at its address; no DNS lookup of the node name.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--endpoint-reconciler-type={'lease' if self.in_cluster else 'none'}",
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--service-account-key-file={sa_pub}",
                 f"--service-account-signing-key-file={sa_key}",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 f"--authorization-mode={self.authorization}",
-                "--enable-admission-plugins=NamespaceLifecycle",
-                "--disable-admission-plugins=ServiceAccount",
+                *(
+                    ["--enable-admission-plugins=NamespaceLifecycle,ServiceAccount"]
+                    if self.in_cluster
+                    else ["--enable-admission-plugins=NamespaceLifecycle", "--disable-admission-plugins=ServiceAccount"]
+                ),
                 f"--audit-policy-file={self.workdir / 'audit-policy.yaml'}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-mode=blocking",
@@ -168,7 +183,9 @@ class LocalCluster:
                 f"--secure-port={cm_port}",
                 f"--service-account-private-key-file={sa_key}",
                 f"--root-ca-file={self._ca_file()}",
-                f"--controllers={CONTROLLERS}",
+                f"--controllers={CONTROLLERS},{NODE_CONTROLLERS}"
+                if self.in_cluster
+                else f"--controllers={CONTROLLERS}",
                 "--concurrent-deployment-syncs=10",
                 "--concurrent-replicaset-syncs=10",
                 "--concurrent-gc-syncs=20",
@@ -256,6 +273,17 @@ class LocalCluster:
                 return
             time.sleep(0.2)
         raise TimeoutError(f"kube-controller-manager did not start within {timeout}s")
+
+    def stop_process(self, name: str, timeout: float = 10) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
     def stop(self) -> None:
         for proc in reversed(list(self.procs.values())):

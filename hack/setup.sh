@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything the tests and the demo need, on a fresh Debian machine, cached between runs:
-# a virtual environment with the project and its dev extras, kubectl, the local Kubernetes control
-# plane binaries (built once, ~5-10 min) and Helm.
+# a virtual environment with the project and its dev extras, kubectl, the Kubernetes binaries
+# (control plane and node, built once from Debian's source, ~6-15 min), Helm, and what a real node
+# needs (containerd, runc, CNI, podman and the base image; hack/setup-node.sh).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -25,3 +26,4 @@ fi
 
 bash hack/build-control-plane.sh
 bash hack/install-helm.sh >/dev/null
+bash hack/setup-node.sh

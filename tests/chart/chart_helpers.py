@@ -102,5 +102,5 @@ NON_DEFAULT_VALUES = {
             "annotations": {"grafana_folder": "ML"},
         }
     },
-    "tests": {"image": "registry.example.com:5000/curl:8.11.1"},
+    "tests": {"image": "registry.example.com:5000/python:3.11"},
 }
