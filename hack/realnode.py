@@ -206,7 +206,9 @@ class RealNode:
              f"--metrics-bind-address=127.0.0.1:{proxy_metrics}", "--conntrack-max-per-core=0"],
         )  # fmt: skip
         self._wait("node Ready", self.node_ready, timeout)
-        self._wait("kube-proxy's rules", lambda: "KUBE-SERVICES" in nodehost.sh("iptables-save", "-t", "nat").stdout, timeout)
+        self._wait(
+            "kube-proxy's rules", lambda: "KUBE-SERVICES" in nodehost.sh("iptables-save", "-t", "nat").stdout, timeout
+        )
         nodehost.hook_first()
         self._wait("default ServiceAccount token", self._default_token, timeout)
 

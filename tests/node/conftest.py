@@ -19,7 +19,6 @@ from e2e.support import ROOT
 
 sys.path.insert(0, str(ROOT / "hack"))
 import images  # noqa: E402
-
 import realnode  # noqa: E402
 
 from .kit import Cluster  # noqa: E402

@@ -37,7 +37,11 @@ def test_pods_cannot_reach_past_this_machine(node):
 
 
 def test_the_chart_runs_the_operator_in_the_cluster_and_helm_test_passes(cluster, built_images):
-    (pod,) = cluster.get("pods", namespace=OPERATOR_NAMESPACE, selector="app.kubernetes.io/name=modeldeploy-operator,app.kubernetes.io/component!=test")["items"]
+    (pod,) = cluster.get(
+        "pods",
+        namespace=OPERATOR_NAMESPACE,
+        selector="app.kubernetes.io/name=modeldeploy-operator,app.kubernetes.io/component!=test",
+    )["items"]
     assert pod["spec"]["serviceAccountName"] == RELEASE
     assert pod["spec"]["containers"][0]["image"] == built_images["operator"]
     (status,) = pod["status"]["containerStatuses"]
