@@ -1,16 +1,21 @@
 """The whole loop in one command (`make demo`).
 
-1. A Kubernetes control plane starts on loopback, or, when $KUBECONFIG is set, that cluster is used
-   (`--local` forces the local one). The CRD is installed and the operator runs (on this machine).
+1. By default a real single-node Kubernetes starts on this machine (hack/realnode.py), the images
+   are built from the Dockerfile (hack/images.py), and the chart is installed with helm: the
+   operator runs in the cluster. When $KUBECONFIG is set, that cluster is used instead, with the
+   operator on this machine (`--local` forces a local cluster).
 2. `examples/digits-cpu.yaml` is applied; `kubectl get mdep` and the children are shown.
-3. The local control plane has no kubelet, so this script plays it (on a real cluster the kubelet
-   runs the runtime image itself): for each pod the operator's
-   Deployment creates, it starts the real runtime (`modeldeploy-runtime serve`) with the very
-   environment of the pod's container, and reports the pod Ready when the runtime is ready, or
-   terminated with the runtime's termination message when it exits.
-4. A real Open Inference Protocol v2 request classifies a handwritten digit.
+3. The kubelet runs the runtime image; its readiness probe says when the model is loaded, warmed
+   up and within its latency budget.
+4. A real Open Inference Protocol v2 request, through the Service, classifies a handwritten digit.
 5. An update sets a latency budget no model can meet: the runtime refuses to become ready and says
-   why, the operator sees the rollout fail and rolls back to the last known good revision.
+   why in its termination message, the operator sees the rollout fail and rolls back to the last
+   known good revision.
+
+Where this machine cannot run a node (not root, no cgroups, no podman), or with `--played-kubelet`,
+the demo says why and falls back to a control plane without a kubelet: this script plays the
+kubelet, starting the real runtime (`modeldeploy-runtime serve`) with each pod's environment and
+reporting its readiness and termination message.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import kubernetes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "hack"), str(ROOT)]
+import images  # noqa: E402
+import realnode  # noqa: E402
 from localcluster import LocalCluster, free_port  # noqa: E402
 
 from tests.e2e.support import Operator, wait_for  # noqa: E402
@@ -46,15 +53,16 @@ def say(text: str) -> None:
 
 
 class Demo:
-    def __init__(self, kubeconfig: Path, workdir: Path, play_kubelet: bool):
+    def __init__(self, kubeconfig: Path, workdir: Path, play_kubelet: bool, on_node: bool = False):
         self.kubeconfig, self.workdir, self.play_kubelet = kubeconfig, workdir, play_kubelet
+        self.on_node = on_node  # ClusterIPs are reachable from this machine
         config = kubernetes.client.Configuration()
         kubernetes.config.load_kube_config(str(kubeconfig), client_configuration=config)
         client = kubernetes.client.ApiClient(config)
         self.core = kubernetes.client.CoreV1Api(client)
         self.apps = kubernetes.client.AppsV1Api(client)
         self.custom = kubernetes.client.CustomObjectsApi(client)
-        self.patience = 1 if play_kubelet else 5  # a real cluster pulls a large image first
+        self.patience = 1 if play_kubelet or on_node else 5  # a remote cluster pulls a large image first
         self.runtimes: dict[str, tuple[subprocess.Popen, int, Path]] = {}  # pod -> (process, port, term log)
         self.forward: tuple[subprocess.Popen, int] | None = None
 
@@ -230,7 +238,7 @@ class Demo:
 
         digits = load_digits()
         pixels, label = digits.data[7].astype("float32").tolist(), int(digits.target[7])
-        url = f"http://127.0.0.1:{self.model_port()}/v2/models/digits/infer"
+        url = f"{self.model_base()}/v2/models/digits/infer"
         body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": pixels}]}
         print(
             f'$ curl -s {url} -d \'{{"inputs": [{{"name": "input", "datatype": "FP32", '
@@ -244,6 +252,14 @@ class Demo:
             json.dumps({"model_name": answer["model_name"], "outputs": [{k: v for k, v in outputs["label"].items()}]})
         )
         print(f"   predicted {outputs['label']['data'][0]}, true label {label}")
+
+    def model_base(self) -> str:
+        """A URL that reaches a ready replica: the Service's ClusterIP on the real node, a runtime
+        this script runs, or, on a remote cluster, `kubectl port-forward` to the Service."""
+        if self.on_node:
+            ip = self.kubectl("get", "service", "digits", "-n", NS, "-o", "jsonpath={.spec.clusterIP}", show=False)
+            return f"http://{ip}:8080"
+        return f"http://127.0.0.1:{self.model_port()}"
 
     def model_port(self) -> int:
         """A local port that reaches a ready replica: a runtime this script runs, or, on a real
@@ -308,30 +324,63 @@ def _container(pod, ready: bool, restarts: int, **state) -> dict:
     }
 
 
+def start_node(workdir: Path) -> realnode.RealNode:
+    say("Building the images from the Dockerfile (podman; cached by content) and starting a real node")
+    refs = {target: images.build(target, log=print) for target in images.TARGETS}
+    print(f"images: {', '.join(refs.values())}")
+    node = realnode.RealNode(workdir / "node", images=tuple(refs.values())).start()
+    print(f"node Ready in {node.timings['node_ready_s']:.1f} s: kubelet, containerd, kube-proxy, kube-scheduler")
+    print(f"export KUBECONFIG={node.kubeconfig}")
+    say("helm install: the operator runs in the cluster, under the chart's ServiceAccount")
+    helm = subprocess.run(["bash", str(ROOT / "hack" / "install-helm.sh")], capture_output=True, text=True).stdout
+    repo, tag = refs["operator"].rsplit(":", 1)
+    argv = [helm.strip(), f"--kubeconfig={node.kubeconfig}", "upgrade", "--install", "modeldeploy-operator",
+            str(ROOT / "charts" / "modeldeploy-operator"), "--namespace", "modeldeploy-system", "--create-namespace",
+            "--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
+            "--set", f"runtime.image={refs['runtime-cpu']}", "--wait", "--timeout", "180s"]  # fmt: skip
+    print("$ helm upgrade --install modeldeploy-operator charts/modeldeploy-operator -n modeldeploy-system ...")
+    subprocess.run(argv, check=True, timeout=240, stdout=subprocess.DEVNULL)
+    return node
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--local", action="store_true", help="use the local control plane even if $KUBECONFIG is set")
     parser.add_argument("--keep", action="store_true", help="leave what the demo made in place at the end")
+    parser.add_argument(
+        "--played-kubelet", action="store_true", help="no real node: a control plane, with this script as the kubelet"
+    )
     parser.add_argument(
         "--runtime-image",
         default="ghcr.io/modeldeploy/runtime:0.1.0",
         help="runtime image (on a real cluster it must be pullable by the nodes)",
     )
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="modeldeploy-demo-"))
-    cluster = None
+    workdir = Path(tempfile.mkdtemp(prefix="mdemo-"))  # short: containerd puts sockets below it
+    cluster = node = None
+    no_node = "--played-kubelet was given" if args.played_kubelet else realnode.why_not() or images.have_podman()
     if os.environ.get("KUBECONFIG") and not args.local:
         kubeconfig = Path(os.environ["KUBECONFIG"])
         context = subprocess.run(["kubectl", "config", "current-context"], capture_output=True, text=True).stdout
         say(f"Using your cluster: KUBECONFIG={kubeconfig}, context {context.strip()} (--local to use a local one)")
+    elif no_node is None:
+        node = start_node(workdir)
+        kubeconfig = node.kubeconfig
     else:
-        say("Starting a local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager)")
+        say(f"No real node: {no_node}. A local control plane (etcd, kube-apiserver, kube-controller-manager)")
+        print("without a kubelet: this script plays the kubelet, running the real runtime for each pod")
         cluster = LocalCluster(workdir / "cluster").start()
         kubeconfig = cluster.kubeconfig
         print(f"export KUBECONFIG={kubeconfig}")
-    demo = Demo(kubeconfig, workdir, play_kubelet=cluster is not None)
+    demo = Demo(kubeconfig, workdir, play_kubelet=cluster is not None, on_node=node is not None)
     operator = None
     try:
+        if node is not None:
+            demo.run()
+            say(
+                "Done. Everything above ran for real: pods, probes, restarts, the Service, the operator in the cluster."
+            )
+            return 0
         say("Installing the CRD and starting the operator")
         demo.kubectl("apply", "-f", str(ROOT / "crds"))
         wait_for(
@@ -362,6 +411,11 @@ def main() -> int:
             operator.stop()
         if args.keep:
             print(f"Left in place: export KUBECONFIG={kubeconfig}; kubectl get mdep -n {NS}")
+            if node is not None:
+                print("Stop the node with: python hack/realnode.py down")
+        elif node is not None:
+            node.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
         elif cluster is not None:
             cluster.stop()
             shutil.rmtree(workdir, ignore_errors=True)
