@@ -29,6 +29,7 @@ lint:
 bench: setup
 	$(VENV)/python bench/operator/run.py
 	$(VENV)/python bench/runtime/run.py
+	$(VENV)/python bench/node/run.py
 
 clean:
 	rm -rf .venv .pytest_cache
