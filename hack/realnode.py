@@ -65,12 +65,12 @@ def why_not() -> str | None:
     return None
 
 
-def _alive(pid: int) -> bool:
+def _ours(name: str, pid: int) -> bool:
+    """Whether `pid` is still the node's `name` process (not a later process given the same PID)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return name.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
         return False
-    return True
 
 
 def _kill(pid: int, timeout: float = 10) -> None:
@@ -132,7 +132,9 @@ class RealNode:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             busy = (
-                not force and STATE.exists() and any(_alive(p) for p in json.loads(STATE.read_text())["pids"].values())
+                not force
+                and STATE.exists()
+                and any(_ours(n, p) for n, p in json.loads(STATE.read_text())["pids"].items())
             )
         except BlockingIOError:
             busy = True
@@ -411,8 +413,9 @@ def clean_stale() -> None:
     if not STATE.exists():
         return
     state = json.loads(STATE.read_text())
-    for pid in reversed(list(state.get("pids", {}).values())):
-        _kill(pid, timeout=5)
+    for name, pid in reversed(list(state.get("pids", {}).items())):
+        if _ours(name, pid):
+            _kill(pid, timeout=5)
     undo(Path(state["workdir"]), state.get("sysctls", {}))
 
 

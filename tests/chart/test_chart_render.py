@@ -45,10 +45,17 @@ def test_helm_test_pod_is_rendered_as_a_test_hook(render):
     assert len(pods) == 1
     pod = pods[0]
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    script = pod["spec"]["containers"][0]["args"][0]
+    (container,) = pod["spec"]["containers"]
+    script = container["args"][0]
     service = one(docs, "Service")["metadata"]["name"]
-    assert f"http://{service}.{NAMESPACE}.svc" in script
+    # The Service's environment variables first (no cluster DNS needed), its DNS name otherwise.
+    env_host = service.upper().replace("-", "_") + "_SERVICE_HOST"
+    assert f'os.environ.get("{env_host}") or "{service}.{NAMESPACE}.svc"' in script
     assert ":8081/healthz" in script and ":9090/metrics" in script
+    # No other image to pull: the operator's own, which has Python.
+    assert container["command"] == ["python", "-c"]
+    assert container["image"] == one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    compile(script, "helm-test", "exec")
 
 
 def test_deployment_defaults(render):
