@@ -26,6 +26,10 @@ class NotFound(ServingError):
 class MethodNotAllowed(ServingError):
     reason = "method_not_allowed"
 
+    def __init__(self, message: str, allow: str) -> None:
+        super().__init__(message)
+        self.allow = allow  # the methods the path takes, for the Allow header
+
 
 class PayloadTooLarge(ServingError):
     reason = "too_large"

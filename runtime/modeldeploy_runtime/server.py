@@ -133,7 +133,7 @@ async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> i
         config.model_name, config.model_version, metrics, config.max_queue_delay_us / 1e6, config.max_queue_size
     )
     app = App(dataplane, config.auth_token, config.max_body_bytes)
-    http = HttpServer(app, app.too_large, config.max_body_bytes, payload_offset_header=BINARY_HEADER)
+    http = HttpServer(app, app.too_large, config.max_body_bytes, payload_offset_header=BINARY_HEADER, screen=app.screen)
     stop = asyncio.Event()
 
     def on_signal(signame: str) -> None:
