@@ -71,6 +71,24 @@ CASES = [
      ["Inference-Header-Content-Length", "999999"]),
     ("binary size mismatch", "binary-short", {}, 400, ["'a'", "12 bytes", "8"]),
     ("unsupported encoding", {"inputs": good_inputs()}, {"Content-Encoding": "br"}, 400, ["'br'"]),
+    ("binary header of 5,000 digits", {"inputs": good_inputs()}, {"Inference-Header-Content-Length": "9" * 5000},
+     400, ["Inference-Header-Content-Length", "5000 characters"]),
+    ("binary header of 5,000 digits, large body", {"inputs": good_inputs(), "pad": " " * 70_000},
+     {"Inference-Header-Content-Length": "9" * 5000}, 400, ["Inference-Header-Content-Length", "5000 characters"]),
+    ("70 dimensions", {"inputs": [tensor("a", shape=(1,) * 70), *good_inputs()[1:]]}, {}, 400,
+     ["'a'", "70 dimensions", "64"]),
+    ("element count overflow", {"inputs": [tensor("a", shape=(0, 4611686018427387904), data=[]),
+                                           *good_inputs()[1:]]}, {}, 400, ["'a'", "4611686018427387904"]),
+    ("FP32 null", {"inputs": [tensor("a", data=[None, 1, 1]), *good_inputs()[1:]]}, {}, 400,
+     ["'a'", "FP32", "numbers", "null"]),
+    ("FP32 string", {"inputs": [tensor("a", data=["0.5", 1, 1]), *good_inputs()[1:]]}, {}, 400,
+     ["'a'", "FP32", "numbers", "strings"]),
+    ("FP32 boolean", {"inputs": [tensor("a", data=[True, 1, 1]), *good_inputs()[1:]]}, {}, 400,
+     ["'a'", "FP32", "numbers", "true/false"]),
+    ("FP32 null, large body", {"inputs": [tensor("a", shape=(1, 3), data=[0.5, None, 1.0]),
+                                          *good_inputs()[1:]], "pad": " " * 40_000}, {}, 400, ["'a'", "null"]),
+    ("INT64 boolean", {"inputs": [*good_inputs()[:2], tensor("n", "INT64", (1, 1), [True])]}, {}, 400,
+     ["'n'", "INT64", "whole numbers", "true/false"]),
 ]  # fmt: skip
 
 
@@ -151,6 +169,25 @@ def test_failures_are_counted_by_reason(server):
     found = re.search(r'modeldeploy_inference_requests_total\{model="two",outcome="failure",reason="bad_request"\} (\S+)',
                       text)  # fmt: skip
     assert found and float(found.group(1)) >= 1
+
+
+def failures(server) -> dict[str, float]:
+    with urllib.request.urlopen(server.base + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    found = re.findall(
+        r'modeldeploy_inference_requests_total\{model="two",outcome="failure",reason="(\w+)"\} (\S+)', text
+    )
+    return {reason: float(value) for reason, value in found}
+
+
+def test_client_errors_are_counted_as_client_errors_never_internal(server):
+    before = failures(server)
+    for _, doc, headers, _, _ in CASES:
+        body, extra = _body(doc)
+        post(server, "/v2/models/two/infer", body, {**extra, **headers})
+    after = failures(server)
+    assert after.get("internal", 0) == before.get("internal", 0) == 0
+    assert after["bad_request"] - before.get("bad_request", 0) == len(CASES)
 
 
 def test_endless_headers_are_cut_off_with_431(server):
