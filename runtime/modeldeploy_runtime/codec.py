@@ -8,6 +8,7 @@ business.
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 import zlib
@@ -411,10 +412,22 @@ def _tensor_bytes(arr: np.ndarray) -> bytes:
     return np.ascontiguousarray(arr).tobytes()
 
 
-def _json_data(arr: np.ndarray) -> list:
+def _json_data(arr: np.ndarray) -> list | None:
+    """The elements of an output for JSON; None for BYTES elements that are not UTF-8 text, which
+    JSON cannot carry: that output goes as binary data instead, byte for byte (tritonclient reads
+    an output as binary whenever it has a binary_data_size)."""
     if arr.dtype == np.object_:
-        return [x.decode(errors="replace") if isinstance(x, bytes) else str(x) for x in arr.reshape(-1)]
+        try:
+            return [x.decode() if isinstance(x, bytes) else str(x) for x in arr.reshape(-1)]
+        except UnicodeDecodeError:
+            return None
     return arr.reshape(-1).tolist()
+
+
+def _dumps_with_nonfinite(doc: dict) -> bytes:
+    """JSON with NaN, Infinity and -Infinity written as such, as Triton writes them and its client
+    reads them back (orjson would write null)."""
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 _binary_headers: dict[tuple, bytes] = {}  # response JSON headers of all-binary responses, by what they hold
@@ -434,38 +447,42 @@ def encode_response(
         key = (model_name, model_version, request_id, tuple((n, arr.dtype, arr.shape) for n, arr, _ in outputs))
         header = _binary_headers.get(key)
         if header is None:
-            header = _dumps(_response_doc(model_name, model_version, outputs, request_id)[0])
+            header = _dumps(_response_doc(model_name, model_version, outputs, request_id)[0])  # every output binary: no numbers in it
             if len(_binary_headers) >= _BINARY_HEADERS_MAX:
                 _binary_headers.clear()
             _binary_headers[key] = header
         # join reads contiguous arrays' memory directly: no intermediate bytes per tensor
         blobs = [arr.data if arr.flags.c_contiguous else _tensor_bytes(arr) for _, arr, _ in outputs]
         return b"".join([header, *blobs]), len(header)
-    doc, blobs = _response_doc(model_name, model_version, outputs, request_id)
-    header = _dumps(doc)
+    doc, blobs, finite = _response_doc(model_name, model_version, outputs, request_id)
+    header = _dumps(doc) if finite else _dumps_with_nonfinite(doc)
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
 
 
-def _response_doc(model_name, model_version, outputs, request_id) -> tuple[dict[str, Any], list[bytes]]:
-    """The JSON header as a document, and the binary outputs' bytes in order."""
+def _response_doc(model_name, model_version, outputs, request_id) -> tuple[dict[str, Any], list[bytes], bool]:
+    """The JSON header as a document, the binary outputs' bytes in order, and whether every
+    number in the document is finite."""
     doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request_id is not None:
         doc["id"] = request_id
-    tensors, blobs = [], []
+    tensors, blobs, finite = [], [], True
     for name, arr, binary in outputs:
         t: dict[str, Any] = {
             "name": name,
             "datatype": NUMPY_TO_V2.get(arr.dtype, "BYTES"),
             "shape": list(arr.shape),
         }
-        if binary:
+        data = None if binary else _json_data(arr)
+        if data is None:
             blob = _tensor_bytes(arr)
             t["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            t["data"] = _json_data(arr)
+            t["data"] = data
+            if finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                finite = False
         tensors.append(t)
     doc["outputs"] = tensors
-    return doc, blobs
+    return doc, blobs, finite

@@ -40,8 +40,15 @@ def _shape_str(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def validate_inputs(model: str, inputs: dict[str, np.ndarray], specs: Sequence[TensorSpec], max_batch_size: int) -> int:
-    """Check a request against the model's inputs; return its rows (1 for unbatched models)."""
+def validate_inputs(
+    model: str,
+    inputs: dict[str, np.ndarray],
+    specs: Sequence[TensorSpec],
+    max_batch_size: int,
+    strings_are_text: bool = False,
+) -> int:
+    """Check a request against the model's inputs; return its rows (1 for unbatched models).
+    ``strings_are_text``: the backend carries BYTES elements as UTF-8 text only."""
     by_name = {s.name: s for s in specs}
     for name in inputs:
         if name not in by_name:
@@ -77,7 +84,21 @@ def validate_inputs(model: str, inputs: dict[str, np.ndarray], specs: Sequence[T
                     "every input needs the same first dimension"
                 )
             rows = n
+        if strings_are_text and spec.datatype == "BYTES":
+            _check_text(model, spec.name, got)
     return rows or 1
+
+
+def _check_text(model: str, name: str, arr: np.ndarray) -> None:
+    for i, item in enumerate(arr.reshape(-1)):
+        if isinstance(item, bytes):
+            try:
+                item.decode()
+            except UnicodeDecodeError as exc:
+                raise BadRequest(
+                    f"input {name!r}: element {i} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                    f"model {model!r} runs on ONNX Runtime, whose string tensors hold UTF-8 text only"
+                ) from None
 
 
 def select_outputs(model: str, request: InferRequest, specs: Sequence[TensorSpec]) -> list[tuple[str, bool]]:
@@ -311,7 +332,9 @@ class DataPlane:
         else:
             request = decode_request(body, header_length)
             inputs = request.inputs
-            rows = validate_inputs(self.name, inputs, backend.inputs, backend.max_batch_size)
+            rows = validate_inputs(
+                self.name, inputs, backend.inputs, backend.max_batch_size, getattr(backend, "strings_are_text", False)
+            )
             wanted = select_outputs(self.name, request, backend.outputs)
             plan = _Plan(request.layout, rows, wanted, request.id, sum(arr.size for arr in inputs.values()))
             if key is not None and request.layout is not None:

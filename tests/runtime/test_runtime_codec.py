@@ -237,3 +237,19 @@ def test_large_json_bool_and_bytes_take_the_general_path():
 def test_large_invalid_json_is_a_bad_request():
     with pytest.raises(BadRequest, match="not valid JSON"):
         decode_request(b'{"inputs": [' + b"1," * 40_000)
+
+
+def test_json_response_keeps_nan_and_infinities_as_tritonclient_reads_them():
+    y = np.array([[np.nan, np.inf, -np.inf, 1.5]], dtype=np.float32)
+    body, header_length = encode_response("m", "1", [("y", y, False)])
+    assert header_length is None and b"[NaN,Infinity,-Infinity,1.5]" in body
+    read = json.loads(body)["outputs"][0]["data"]  # Python's json and rapidjson read these
+    assert np.isnan(read[0]) and read[1:] == [np.inf, -np.inf, 1.5]
+
+
+def test_bytes_output_that_is_not_utf8_goes_binary_byte_for_byte():
+    s = np.array([b"\xff\xfe raw", "é".encode()], dtype=object)
+    body, n = encode_response("m", "1", [("s", s, False)])
+    head = json.loads(body[:n])
+    assert head["outputs"][0]["parameters"]["binary_data_size"] == len(body) - n
+    assert body[n:] == struct.pack("<I", 6) + b"\xff\xfe raw" + struct.pack("<I", 2) + "é".encode()

@@ -118,6 +118,34 @@ def test_bytes_tensors_round_trip(server_factory, models, binary):
     client.close()
 
 
+def test_bytes_that_are_not_utf8_are_refused_not_rewritten(server_factory, models):
+    """ONNX Runtime's string tensors hold text: other bytes would come back changed."""
+    server = server_factory(models["strings"], "m")
+    client = httpclient.InferenceServerClient(server.url)
+    inp = httpclient.InferInput("text", [1, 2], "BYTES")
+    inp.set_data_from_numpy(np.array([[b"ok", b"\xff\xfe"]], dtype=object), binary_data=True)
+    with pytest.raises(InferenceServerException, match=r"'text': element 1 is not UTF-8"):
+        client.infer("m", [inp])
+    client.close()
+    assert metric(server, 'modeldeploy_inference_requests_total{model="m",outcome="failure",reason="bad_request"}') == 1
+
+
+@pytest.mark.parametrize("binary_in", [True, False])
+def test_nan_and_infinities_come_back_in_json_outputs(server_factory, models, binary_in):
+    server = server_factory(models["affine"], "m")
+    client = httpclient.InferenceServerClient(server.url)
+    x = np.array([[np.nan, 3e38, -3e38, 1.0]], dtype=np.float32)  # 2x + 1 overflows to +-inf
+    if not binary_in:
+        x[0, 0] = 0.0  # JSON requests cannot carry NaN
+    inp = httpclient.InferInput("x", [1, 4], "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary_in)
+    out = client.infer("m", [inp], outputs=[httpclient.InferRequestedOutput("y", binary_data=False)])
+    y = out.as_numpy("y")
+    assert np.isnan(y[0, 0]) == binary_in
+    assert y[0, 1:].tolist() == [np.inf, -np.inf, 3.0]
+    client.close()
+
+
 def test_full_queue_answers_503_with_retry_after(server_factory, models):
     server = server_factory(models["slow"], "m", MAX_BATCH_SIZE=1, MAX_QUEUE_SIZE=1)
     body, headers = slow_request(rows=384)
