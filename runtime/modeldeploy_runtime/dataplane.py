@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,6 +133,12 @@ PLANS_MAX = 256
 # requests no larger than the warm-up's (whose latency was measured) qualify, so that a large
 # request of a dynamic shape cannot block it for long.
 INLINE_MAX_MS = 10.0
+# Requests whose JSON is at least this long (and compressed ones) are decoded on a thread of their
+# own, so that one of them cannot keep the event loop, and the health probes it answers, waiting:
+# a 57 MB JSON request held it for 3 to 9 s. Below this, decoding takes a few ms and the two
+# thread hand-offs (0.1 ms) would be felt.
+OFFLOAD_MIN_BYTES = 1 << 20
+OFFLOAD_MIN_COMPRESSED = 1 << 10
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,8 @@ class DataPlane:
         self.inflight = 0  # requests inside infer(); a drain waits for this to reach 0
         self._plans: dict[bytes, _Plan] = {}  # by JSON header of binary requests
         self._inline_elements = 0  # requests with at most this many input elements may run inline
+        # one thread: large requests are decoded one at a time, which also bounds their memory
+        self._decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
         metrics.inflight.set_function(lambda: self.inflight)  # read when scraped, not locked per request
 
     # lifecycle -----------------------------------------------------------------------------
@@ -204,6 +213,7 @@ class DataPlane:
         return True
 
     def close(self) -> None:
+        self._decoder.shutdown(wait=False, cancel_futures=True)
         if self.batcher is not None:
             self.batcher.stop()
         if self.backend is not None:
@@ -313,13 +323,8 @@ class DataPlane:
         metrics.success.inc()
         metrics.request_s.observe(duration_s)
 
-    async def _infer(self, name, version, body, header_length, content_encoding, max_body_bytes, alone):
-        self.check_model(name, version)
-        if self.state is not State.READY:
-            if self.state is State.DRAINING:
-                raise NotReady("the server is shutting down; retry on another replica")
-            self._loaded()
-            raise NotReady(f"model {self.name!r} is warming up; retry once /v2/health/ready answers 200")
+    def _decode(self, body, header_length, content_encoding, max_body_bytes) -> tuple[dict[str, np.ndarray], _Plan]:
+        """The input arrays of a request and its plan, checked against the model."""
         backend = self.backend
         if content_encoding:
             body = decompress(body, content_encoding, max_body_bytes)
@@ -328,19 +333,35 @@ class DataPlane:
             key = bytes(body[:header_length])
         plan = self._plans.get(key) if key is not None else None
         if plan is not None and plan.layout.size == len(body):
-            inputs = plan.layout.inputs(body)
-        else:
-            request = decode_request(body, header_length)
-            inputs = request.inputs
-            rows = validate_inputs(
-                self.name, inputs, backend.inputs, backend.max_batch_size, getattr(backend, "strings_are_text", False)
+            return plan.layout.inputs(body), plan
+        request = decode_request(body, header_length)
+        inputs = request.inputs
+        rows = validate_inputs(
+            self.name, inputs, backend.inputs, backend.max_batch_size, getattr(backend, "strings_are_text", False)
+        )
+        wanted = select_outputs(self.name, request, backend.outputs)
+        plan = _Plan(request.layout, rows, wanted, request.id, sum(arr.size for arr in inputs.values()))
+        if key is not None and request.layout is not None:
+            if len(self._plans) >= PLANS_MAX:
+                self._plans.clear()
+            self._plans[key] = plan
+        return inputs, plan
+
+    async def _infer(self, name, version, body, header_length, content_encoding, max_body_bytes, alone):
+        self.check_model(name, version)
+        if self.state is not State.READY:
+            if self.state is State.DRAINING:
+                raise NotReady("the server is shutting down; retry on another replica")
+            self._loaded()
+            raise NotReady(f"model {self.name!r} is warming up; retry once /v2/health/ready answers 200")
+        json_bytes = len(body) if header_length is None else header_length
+        if (content_encoding and len(body) >= OFFLOAD_MIN_COMPRESSED) or json_bytes >= OFFLOAD_MIN_BYTES:
+            loop = asyncio.get_running_loop()
+            inputs, plan = await loop.run_in_executor(
+                self._decoder, self._decode, body, header_length, content_encoding, max_body_bytes
             )
-            wanted = select_outputs(self.name, request, backend.outputs)
-            plan = _Plan(request.layout, rows, wanted, request.id, sum(arr.size for arr in inputs.values()))
-            if key is not None and request.layout is not None:
-                if len(self._plans) >= PLANS_MAX:
-                    self._plans.clear()
-                self._plans[key] = plan
+        else:
+            inputs, plan = self._decode(body, header_length, content_encoding, max_body_bytes)
         inline = alone and plan.elements <= self._inline_elements
         outputs = await self.batcher.submit(inputs, plan.rows, inline)
         return encode_response(self.name, self.version, [(n, outputs[n], b) for n, b in plan.wanted], plan.id)
