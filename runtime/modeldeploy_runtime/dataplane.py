@@ -160,6 +160,7 @@ class DataPlane:
         metrics: Metrics,
         max_queue_delay_s: float = 0.0,
         max_queue_size: int = 256,
+        queue_timeout_s: float = 0.0,
     ) -> None:
         self.name = name
         self.version = version
@@ -169,6 +170,7 @@ class DataPlane:
         self.batcher: Batcher | None = None
         self._delay = max_queue_delay_s
         self._queue = max_queue_size
+        self._queue_timeout = queue_timeout_s
         self.inflight = 0  # requests inside infer(); a drain waits for this to reach 0
         self._plans: dict[bytes, _Plan] = {}  # by JSON header of binary requests
         self._inline_elements = 0  # requests with at most this many input elements may run inline
@@ -184,7 +186,12 @@ class DataPlane:
         if warmup_p95_ms is not None and warmup_p95_ms <= INLINE_MAX_MS:
             self._inline_elements = sum(math.prod(max(d, 1) for d in s.shape) for s in backend.inputs)
         self.batcher = Batcher(
-            backend.infer, backend.max_batch_size, self._delay, self._queue, observe=self.metrics.batch_done
+            backend.infer,
+            backend.max_batch_size,
+            self._delay,
+            self._queue,
+            observe=self.metrics.batch_done,
+            queue_timeout_s=self._queue_timeout,
         )
         self.batcher.start()
 
@@ -277,13 +284,19 @@ class DataPlane:
                 for s in specs
             ]
 
+        batching: dict = {"max_queue_delay_microseconds": int(self._delay * 1e6)}
+        if self._queue_timeout > 0:
+            batching["default_queue_policy"] = {
+                "timeout_action": "REJECT",
+                "default_timeout_microseconds": round(self._queue_timeout * 1e6),
+            }
         return {
             "name": self.name,
             "platform": backend.info.platform,
             "max_batch_size": backend.max_batch_size,
             "input": dims(backend.inputs),
             "output": dims(backend.outputs),
-            "dynamic_batching": {"max_queue_delay_microseconds": int(self._delay * 1e6)},
+            "dynamic_batching": batching,
         }
 
     # inference -----------------------------------------------------------------------------

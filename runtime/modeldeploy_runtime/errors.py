@@ -45,6 +45,12 @@ class NotReady(ServingError):
     reason = "not_ready"
 
 
+class QueueTimeout(ServingError):
+    """The request waited in the batch queue past MODELDEPLOY_QUEUE_TIMEOUT_US (``Retry-After``)."""
+
+    reason = "queue_timeout"
+
+
 class InternalError(ServingError):
     reason = "internal"
 
@@ -57,6 +63,7 @@ HTTP_STATUS: dict[type[ServingError], int] = {
     PayloadTooLarge: 413,
     Overloaded: 503,
     NotReady: 503,
+    QueueTimeout: 503,
     InternalError: 500,
     ServingError: 500,
 }

@@ -170,6 +170,36 @@ def test_full_queue_answers_503_with_retry_after(server_factory, models):
     assert metric(server, 'modeldeploy_inference_requests_total{model="m",outcome="failure",reason="overloaded"}') >= 1
 
 
+def test_queue_timeout_answers_503_with_retry_after(server_factory, models):
+    """Requests that wait behind slow ones longer than the timeout are refused, not left waiting."""
+    server = server_factory(models["slow"], "m", MAX_BATCH_SIZE=1, QUEUE_TIMEOUT_US=1000)
+    body, headers = slow_request(rows=384)
+    results: list[tuple[int, dict]] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        conn_result = post(server, body, headers)
+        with lock:
+            results.append(conn_result)
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    codes = sorted(code for code, _ in results)
+    assert len(codes) == 6 and codes[0] == 200 and codes[-1] == 503, codes
+    assert all(h.get("retry-after") == "1" for code, h in results if code == 503)
+    assert (
+        metric(server, 'modeldeploy_inference_requests_total{model="m",outcome="failure",reason="queue_timeout"}') >= 1
+    )
+    config = json.loads(urllib.request.urlopen(server.base + "/v2/models/m/config", timeout=10).read())
+    assert config["dynamic_batching"]["default_queue_policy"] == {
+        "timeout_action": "REJECT",
+        "default_timeout_microseconds": 1000,
+    }
+
+
 def test_metrics_port_serves_only_metrics(server_factory, models):
     from runtime_helpers import free_port
 
