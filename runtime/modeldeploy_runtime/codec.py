@@ -44,6 +44,8 @@ except ImportError:  # pragma: no cover - orjson is in the serve extra
 
 try:  # reads large JSON number arrays straight into numpy (2.2x faster than orjson + numpy)
     import simdjson
+
+    from . import bigjson
 except ImportError:  # pragma: no cover - pysimdjson is in the serve extra
     simdjson = None
 
@@ -348,7 +350,9 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
         )
     header = body if header_length is None else body[:header_length]
     try:
-        doc = _simd_loads(header) if simdjson is not None and len(header) >= SIMDJSON_MIN_BYTES else _loads(header)
+        doc = bigjson.loads(header, _loads) if simdjson is not None and len(header) >= bigjson.DOC_MIN_BYTES else None
+        if doc is None:
+            doc = _simd_loads(header) if simdjson is not None and len(header) >= SIMDJSON_MIN_BYTES else _loads(header)
     except RecursionError:
         raise BadRequest("the request body nests JSON arrays or objects too deeply") from None
     except (*_JSON_ERRORS, ValueError) as exc:

@@ -253,3 +253,34 @@ def test_bytes_output_that_is_not_utf8_goes_binary_byte_for_byte():
     head = json.loads(body[:n])
     assert head["outputs"][0]["parameters"]["binary_data_size"] == len(body) - n
     assert body[n:] == struct.pack("<I", 6) + b"\xff\xfe raw" + struct.pack("<I", 2) + "é".encode()
+
+
+def _big_doc(data: bytes, datatype: str = "FP32", shape=(-1,)) -> bytes:
+    """A JSON request past bigjson.DOC_MIN_BYTES whose one input has ``data`` as written."""
+    return b'{"id":"big","inputs":[{"name":"x","datatype":"%s","shape":%s,"data":%s}]}' % (
+        datatype.encode(),
+        json.dumps(list(shape)).encode(),
+        data,
+    )
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_json_past_8_mb_reads_its_numbers_exactly(nested):
+    x = np.random.default_rng(0).random((4, 300_000)).astype(np.float32)
+    data = json.dumps(x.tolist() if nested else x.ravel().tolist()).encode()
+    request = decode_request(_big_doc(data, shape=x.shape if nested else (x.size,)))
+    assert request.id == "big"
+    np.testing.assert_array_equal(request.inputs["x"].reshape(x.shape), x)
+
+
+@pytest.mark.parametrize(
+    ("tail", "datatype", "words"),
+    [(b',"0.5"]', "FP32", ["'x'", "strings"]), (b",,1]", "FP32", ["not valid JSON"]),
+     (b",nan]", "FP32", ["not valid JSON"]), (b",1.5]", "INT64", ["'x'", "whole numbers"])],
+)  # fmt: skip
+def test_json_past_8_mb_with_bad_data_names_the_problem(tail, datatype, words):
+    body = _big_doc(b"[" + b"1," * 4_500_000 + b"1" + tail, datatype, (4_500_002,))
+    with pytest.raises(BadRequest) as err:
+        decode_request(body)
+    for word in words:
+        assert word in str(err.value)

@@ -233,3 +233,16 @@ def test_the_only_client_gets_pipelined_requests_answered_in_order(server_factor
             data += chunk
     answers = [json.loads(part.split(b"\r\n\r\n", 1)[1]) for part in data.split(b"HTTP/1.1 200 OK")[1:]]
     assert [a["outputs"][0]["data"] for a in answers] == [[2.0 * v + 1] * 4 for v in range(5)]
+
+
+def test_json_request_past_8_mb_is_read_exactly(server_factory, models):
+    """The large-JSON path (numbers cut out of the document and read a piece at a time)."""
+    server = server_factory(models["pairs"], "m")
+    x = np.random.default_rng(1).random((1, 1_000_000)).astype(np.float32)
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, x.size], "data": x.tolist()}]})
+    assert len(body) > 8 << 20
+    req = urllib.request.Request(server.base + "/v2/models/m/infer", body.encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        out = json.loads(resp.read())["outputs"][0]
+    assert out["shape"] == [1, 500_000, 2]
+    np.testing.assert_array_equal(np.array(out["data"], dtype=np.float32), x.ravel())
