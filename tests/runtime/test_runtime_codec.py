@@ -284,3 +284,19 @@ def test_json_past_8_mb_with_bad_data_names_the_problem(tail, datatype, words):
         decode_request(body)
     for word in words:
         assert word in str(err.value)
+
+
+@pytest.mark.parametrize("escaped", [False, True])
+def test_json_past_8_mb_reads_its_strings_exactly(escaped):
+    words = [f"w{i}é" for i in range(900_000)]
+    if escaped:  # an escape sends the array through the whole-document parse
+        words[-1] = 'a"b\\c'
+    request = decode_request(_big_doc(json.dumps(words).encode(), "BYTES", (len(words),)))
+    got = request.inputs["x"]
+    assert got.shape == (900_000,) and got[0] == "w0é".encode() and got[-1] == words[-1].encode()
+
+
+def test_json_past_8_mb_of_strings_for_fp32_is_refused_by_name():
+    body = _big_doc(json.dumps(["0.5"] * 2_000_000).encode(), "FP32", (2_000_000,))
+    with pytest.raises(BadRequest, match=r"input 'x': FP32 data must be numbers; 'data' holds strings"):
+        decode_request(body)
