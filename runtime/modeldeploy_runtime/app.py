@@ -84,12 +84,15 @@ class App:
 
     def screen(self, request: Request) -> Response | None:
         """Called when the head of a request with a body is complete: the refusal of a request
-        that would not get to use its body (unknown path, wrong method, missing or wrong token),
-        sent before any of the body is kept; None otherwise."""
+        that would not get to use its body (unknown path, wrong method, missing or wrong token,
+        a body sent to an endpoint that reads none), sent before any of the body is kept; None
+        otherwise."""
         try:
-            self._resolve(request)
+            endpoint, _, _ = self._resolve(request)
         except ServingError as exc:
             return error_response(exc)
+        if endpoint != "infer":  # health and metrics are open: a body there would be kept for nothing
+            return error_response(BadRequest(f"{request.method} {request.path} takes no request body"))
         return None
 
     def too_large(self, request: Request, size: int) -> Response:

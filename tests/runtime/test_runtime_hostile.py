@@ -108,6 +108,15 @@ def test_unknown_path_with_a_body_is_refused_from_its_head(server_factory, model
         assert s.recv(4096).startswith(b"HTTP/1.1 404")
 
 
+def test_body_sent_to_an_open_endpoint_is_refused_from_its_head(server_factory, models):
+    """Health and metrics need no token: a body there is refused rather than kept."""
+    server = server_factory(models["affine"], AUTH_TOKEN=TOKEN)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(f"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nContent-Length: {DECLARED}\r\n\r\n".encode())
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 400") and b"takes no request body" in reply
+
+
 def test_refused_short_body_is_answered_on_an_orderly_close(server_factory, models):
     """A client that sends its whole (short) request before reading reads the 401, not a reset."""
     server = server_factory(models["affine"], AUTH_TOKEN=TOKEN)
