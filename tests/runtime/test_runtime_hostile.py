@@ -29,7 +29,7 @@ def head(content_length: int, token: str | None = None, path: str = "/v2/models/
     return f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {content_length}\r\n\r\n".encode()
 
 
-def settle(server, sockets: list[socket.socket]) -> None:
+def settle(server) -> None:
     """Wait until the server has read what was sent: a request on a new connection is answered
     after the loop has gone through the earlier ones' reads."""
     for _ in range(3):
@@ -52,7 +52,7 @@ def test_declared_lengths_are_not_allocated_before_the_bytes_arrive(server_facto
         s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         open_sockets.append(s)
         s.sendall(head(DECLARED) + b"{")
-    settle(server, open_sockets)
+    settle(server)
     grown = rss(server) - before
     assert grown < 40 * MB, f"8 connections declaring {DECLARED} bytes and sending 1 grew RSS by {grown} bytes"
 
@@ -63,7 +63,7 @@ def test_closed_connections_leave_no_body_buffers(server_factory, models):
     for _ in range(20):  # one at a time, as the issue's reproduction
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
             s.sendall(head(DECLARED) + b"{" * 100_000)
-    settle(server, [])
+    settle(server)
     grown = rss(server) - before
     assert grown < 40 * MB, f"20 closed connections left RSS {grown} bytes higher"
 
