@@ -109,6 +109,15 @@ class Batching(Model):
         le=100_000,
         description="Requests queued per pod before the server answers 503 with Retry-After.",
     )
+    queue_timeout_microseconds: int = Field(
+        default=0,
+        ge=0,
+        le=60_000_000,
+        description=(
+            "Longest time a request may wait in the queue before its batch runs; past it the server "
+            "answers 503 with Retry-After (Triton's default_queue_policy with REJECT). 0 means no limit."
+        ),
+    )
 
 
 class LatencyBudget(Model):

@@ -34,6 +34,10 @@ _READY = b'{"ready":true}'
 _NOT_READY = b'{"ready":false}'
 _METRICS_TYPE = CONTENT_TYPE_LATEST.encode()
 GET_PATHS = frozenset({"/v2", "/v2/", "/v2/health/live", "/v2/health/ready", "/metrics"})
+GET = ("GET", "HEAD")  # HEAD is answered as GET, without the body
+# The longest Inference-Header-Content-Length read: a JSON header is at most the body limit, and
+# int() of thousands of digits raises instead of answering.
+MAX_HEADER_LENGTH_DIGITS = 18
 
 
 def parse_model_path(path: str) -> tuple[str, str | None, str]:
@@ -49,11 +53,18 @@ def parse_model_path(path: str) -> tuple[str, str | None, str]:
 
 def error_response(exc: ServingError) -> Response:
     headers = []
-    if exc.reason in ("overloaded", "not_ready"):
+    if exc.reason in ("overloaded", "not_ready", "queue_timeout"):
         headers.append((b"retry-after", b"1"))
     elif exc.reason == "unauthorized":
         headers.append((b"www-authenticate", b'Bearer realm="modeldeploy"'))
+    elif isinstance(exc, MethodNotAllowed):
+        headers.append((b"allow", exc.allow.encode()))
     return Response(http_status(exc), dumps({"error": str(exc)}), headers=headers)
+
+
+def _allow(method: str, path: str, allowed: tuple[str, ...]) -> None:
+    if method not in allowed:
+        raise MethodNotAllowed(f"{path} takes {' or '.join(allowed)}", ", ".join(allowed))
 
 
 class App:
@@ -64,9 +75,25 @@ class App:
 
     async def __call__(self, request: Request) -> Response:
         try:
-            return await self._route(request)
+            endpoint, name, version = self._resolve(request)
+            if endpoint == "infer":
+                return await self._infer(request, name, version)
+            return self._answer(endpoint, name, version)
         except ServingError as exc:
             return error_response(exc)
+
+    def screen(self, request: Request) -> Response | None:
+        """Called when the head of a request with a body is complete: the refusal of a request
+        that would not get to use its body (unknown path, wrong method, missing or wrong token,
+        a body sent to an endpoint that reads none), sent before any of the body is kept; None
+        otherwise."""
+        try:
+            endpoint, _, _ = self._resolve(request)
+        except ServingError as exc:
+            return error_response(exc)
+        if endpoint != "infer":  # health and metrics are open: a body there would be kept for nothing
+            return error_response(BadRequest(f"{request.method} {request.path} takes no request body"))
+        return None
 
     def too_large(self, request: Request, size: int) -> Response:
         """The answer to a body over the limit, given before the body is read."""
@@ -79,54 +106,63 @@ class App:
         )
 
     def _authorize(self, request: Request) -> None:
-        if self.auth.enabled and not self.auth.allows(request.header(b"authorization")):
+        if self.auth.enabled and not request.vetted and not self.auth.allows(request.header(b"authorization")):
             self.dp.metrics.failure(Unauthorized.reason)
             raise Unauthorized(
                 "this endpoint needs the header 'Authorization: Bearer <token>' with the server's token "
                 "(MODELDEPLOY_AUTH_TOKEN)"
             )
 
-    async def _route(self, request: Request) -> Response:
+    def _resolve(self, request: Request) -> tuple[str, str | None, str | None]:
+        """(endpoint, model name, model version) of a request whose path, method and token are
+        right; raises NotFound, MethodNotAllowed or Unauthorized."""
         path, method = request.path, request.method
         if path.startswith(MODELS_PREFIX):
             name, version, action = parse_model_path(path)
             if action == "infer":
-                if method != "POST":
-                    raise MethodNotAllowed(f"{path} takes POST")
+                _allow(method, path, ("POST",))
                 self._authorize(request)
-                return await self._infer(request, name, version)
-            if method != "GET":
-                raise MethodNotAllowed(f"{path} takes GET")
-            if action == "ready":  # a health endpoint: open like the others
-                ready = self.dp.model_ready(name, version)
-                return Response(200 if ready else 503, _READY if ready else _NOT_READY)
-            self._authorize(request)
-            if action == "config":
-                return Response(200, dumps(self.dp.model_config(name, version)))
-            return Response(200, dumps(self.dp.model_metadata(name, version)))
+                return "infer", name, version
+            _allow(method, path, GET)
+            if action != "ready":  # a health endpoint: open like the others
+                self._authorize(request)
+            return action or "metadata", name, version
         if path not in GET_PATHS:
             raise NotFound(f"no such endpoint {path}; the v2 API is under /v2 (health: /v2/health/ready)")
-        if method != "GET":
-            raise MethodNotAllowed(f"{path} takes GET")
-        if path == "/v2/health/live":
+        _allow(method, path, GET)
+        if path in ("/v2", "/v2/"):  # server metadata
+            self._authorize(request)
+            return "server", None, None
+        return path, None, None
+
+    def _answer(self, endpoint: str, name: str | None, version: str | None) -> Response:
+        if endpoint == "/v2/health/live":
             return Response(200, b'{"live":true}')
-        if path == "/v2/health/ready":
+        if endpoint == "/v2/health/ready":
             ready = self.dp.ready
             return Response(200 if ready else 503, _READY if ready else _NOT_READY)
-        if path == "/metrics":
+        if endpoint == "/metrics":
             return Response(200, generate_latest(self.dp.metrics.registry), _METRICS_TYPE)
-        self._authorize(request)  # what is left is server metadata
-        return Response(200, dumps(self.dp.server_metadata()))
+        if endpoint == "server":
+            return Response(200, dumps(self.dp.server_metadata()))
+        if endpoint == "ready":
+            ready = self.dp.model_ready(name, version)
+            return Response(200 if ready else 503, _READY if ready else _NOT_READY)
+        if endpoint == "config":
+            return Response(200, dumps(self.dp.model_config(name, version)))
+        return Response(200, dumps(self.dp.model_metadata(name, version)))
 
     async def _infer(self, request: Request, name: str, version: str | None) -> Response:
         raw_len = request.header(BINARY_HEADER)
         header_length = None
         if raw_len is not None:
-            if not raw_len.strip().isdigit():
+            raw_len = raw_len.strip()
+            if not raw_len.isdigit() or len(raw_len) > MAX_HEADER_LENGTH_DIGITS:
                 self.dp.metrics.failure(BadRequest.reason)
-                shown = raw_len.decode(errors="replace")
+                shown = raw_len[:40].decode(errors="replace") + ("..." if len(raw_len) > 40 else "")
                 raise BadRequest(
-                    f"Inference-Header-Content-Length is {shown!r}; it must be the byte length of the JSON header"
+                    f"Inference-Header-Content-Length is {shown!r} ({len(raw_len)} characters); it must be "
+                    f"the byte length of the JSON header, at most the {len(request.body)}-byte body"
                 )
             header_length = int(raw_len)
         encoding = request.header(b"content-encoding")

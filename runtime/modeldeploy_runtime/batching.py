@@ -4,7 +4,9 @@ Requests wait in a bounded queue, each with its own future. The inference thread
 waiting request, adds whatever else is already queued (greedy: with ``max_delay_s`` 0 a lone
 request never waits for company) or what arrives before the first one's deadline, up to
 ``max_batch_size`` rows; runs them as one batch; and splits the results back. An error while
-running a batch reaches every request in it. Models with ``max_batch_size`` 0 have no batch
+running a batch reaches every request in it. With a queue timeout, a request that waited longer
+than it when its batch is about to run is answered with QueueTimeout instead (Triton's
+``default_queue_policy`` with ``timeout_action: REJECT``). Models with ``max_batch_size`` 0 have no batch
 dimension and run one request at a time.
 
 Running inference on its own thread keeps the event loop free to read and answer requests while a
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import Overloaded
+from .errors import Overloaded, QueueTimeout
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +142,10 @@ class Batcher:
         max_delay_s: float = 0.0,
         max_queue: int = 256,
         observe: BatchObserver | None = None,
+        queue_timeout_s: float = 0.0,
     ) -> None:
         self._infer = infer
+        self.queue_timeout_s = queue_timeout_s  # 0: requests wait as long as it takes
         self.max_rows = max(1, max_batch_size)
         self.merging = max_batch_size > 1
         self.max_delay_s = max_delay_s
@@ -236,11 +240,31 @@ class Batcher:
             batch, carry = self._collect(head)
             taken = len(batch)
             batch = [it for it in batch if not it.future.cancelled()]
+            if batch and self.queue_timeout_s > 0:
+                batch = self._refuse_expired(batch)
             if batch:
                 self._run_batch(batch, taken)
             else:
                 with self._count_lock:
                     self._outstanding -= taken
+
+    def _refuse_expired(self, batch: list[_Item]) -> list[_Item]:
+        """The requests of ``batch`` that have not waited past the queue timeout; the others are
+        answered with QueueTimeout."""
+        cutoff = time.perf_counter() - self.queue_timeout_s
+        expired = [it for it in batch if it.enqueued < cutoff]
+        if not expired:
+            return batch
+        error = QueueTimeout(
+            f"the request waited in the queue more than {self.queue_timeout_s * 1e6:.0f} us "
+            "(MODELDEPLOY_QUEUE_TIMEOUT_US); retry later or add replicas"
+        )
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
+        for it in expired:
+            by_loop.setdefault(it.loop, []).append(it)
+        for loop, items in by_loop.items():
+            self._hand_back(loop, items, None, error, None)
+        return [it for it in batch if it.enqueued >= cutoff]
 
     def _run_batch(self, batch: list[_Item], taken: int) -> None:
         """Run a batch; ``taken`` counts it with the cancelled requests dropped from it."""

@@ -8,6 +8,7 @@ business.
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 import zlib
@@ -43,35 +44,78 @@ except ImportError:  # pragma: no cover - orjson is in the serve extra
 
 try:  # reads large JSON number arrays straight into numpy (2.2x faster than orjson + numpy)
     import simdjson
+
+    from . import bigjson
 except ImportError:  # pragma: no cover - pysimdjson is in the serve extra
     simdjson = None
 
 SIMDJSON_MIN_BYTES = 32 * 1024  # below this, orjson is as fast and builds plain objects directly
 _OF_TYPE = {"f": ("d", np.float64), "i": ("i", np.int64), "u": ("u", np.uint64)}
+# numpy's own limit (NPY_MAXDIMS in numpy 2; ONNX Runtime and TensorRT take far fewer); past it
+# numpy raises instead of the request being refused.
+MAX_DIMS = 64
+# Elements a shape may describe, counting a 0 dimension as 1: far past any real tensor, and small
+# enough that element counts times item sizes never overflow numpy's 64-bit sizes.
+MAX_ELEMENTS = 1 << 48
+# The JSON values each kind of datatype takes; JSON's true/false, null and strings are refused
+# for numbers, as Triton does, rather than read as 1, NaN or parsed text.
+_JSON_TYPES = {"f": frozenset({int, float}), "i": frozenset({int}), "u": frozenset({int}), "b": frozenset({bool})}
+_EXPECTED = {"f": "numbers", "i": "whole numbers", "u": "whole numbers", "b": "true or false"}
+_JSON_NAMES = {type(None): "null", bool: "true/false", str: "strings", float: "fractional numbers",
+               int: "whole numbers", dict: "objects", list: "arrays"}  # fmt: skip
 
 
 def _simd_number_array(value, datatype: Any):
     """A numpy array of the numbers in a (possibly nested) JSON array, read without creating a
-    Python object per number; None when the array does not hold numbers of the datatype's kind."""
+    Python object per number; None when the array does not hold numbers of the datatype's kind.
+    When it holds something that is no number at all, a one-element list of the first such
+    value, for _from_json to refuse by name: the rest of a large array is never built."""
     kind = V2_TO_NUMPY[datatype].kind if datatype in V2_TO_NUMPY else None
     if kind not in _OF_TYPE or not isinstance(value, simdjson.Array):
         return None
     of_type, np_type = _OF_TYPE[kind]
     try:
         return np.frombuffer(value.as_buffer(of_type=of_type), dtype=np_type)
-    except (TypeError, ValueError):  # strings, booleans, floats for an integer type...: the slow path says
-        return None
+    except (TypeError, ValueError):  # strings, booleans, floats for an integer type...
+        bad = _first_of_other_type(value, _JSON_TYPES[kind])
+        return None if bad is _NONE else [bad]
+
+
+_NONE = object()
+
+
+def _first_of_other_type(array, allowed: frozenset) -> Any:
+    """The first scalar of a nested simdjson array whose type is not in ``allowed``; _NONE when
+    all are (then the values are out of range, which the slow path tells)."""
+    stack = [iter(array)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, simdjson.Array):
+                stack.append(iter(item))
+                break
+            if type(item) not in allowed:
+                return _plain(item)
+        else:
+            stack.pop()
+    return _NONE
+
+
+_REQUEST_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
+_TENSOR_KEYS = frozenset({"name", "datatype", "shape", "parameters", "data"})
 
 
 def _simd_loads(body) -> Any:
-    """Parse with simdjson; every value becomes a plain Python object except the "data" of each
-    input, which becomes a numpy array when it holds numbers."""
+    """Parse with simdjson; every value this module reads becomes a plain Python object except
+    the "data" of each input, which becomes a numpy array when it holds numbers. Keys it does not
+    read are never built."""
     # a parser per document: cheap, and a parser cannot be reused while proxies into it live
     doc = simdjson.Parser().parse(body)
     if not isinstance(doc, simdjson.Object):
-        return doc.as_list() if isinstance(doc, simdjson.Array) else doc
+        return None if isinstance(doc, simdjson.Array) else doc  # refused by the caller either way
     out = {}
     for key in doc:
+        if key not in _REQUEST_KEYS:
+            continue
         value = doc[key]
         if key == "inputs" and isinstance(value, simdjson.Array):
             out[key] = [_simd_input(t) for t in value]
@@ -83,7 +127,7 @@ def _simd_loads(body) -> Any:
 def _simd_input(tensor) -> Any:
     if not isinstance(tensor, simdjson.Object):
         return _plain(tensor)
-    keys = list(tensor.keys())
+    keys = [key for key in tensor if key in _TENSOR_KEYS]
     datatype = tensor["datatype"] if "datatype" in keys else None
     out = {}
     for key in keys:
@@ -94,11 +138,17 @@ def _simd_input(tensor) -> Any:
 
 
 def _plain(value) -> Any:
-    if isinstance(value, simdjson.Object):
-        return value.as_dict()
+    """A simdjson value as Python objects, built by Python loops rather than as_list() or
+    as_dict(): twice as slow, but a decoding thread then lets the event loop in between
+    (as_list() of 3.5 million strings held the GIL for 0.16 s)."""
     if isinstance(value, simdjson.Array):
-        return value.as_list()
+        return [_plain(v) if isinstance(v, _CONTAINERS) else v for v in value]
+    if isinstance(value, simdjson.Object):
+        return {k: _plain(value[k]) for k in value}
     return value
+
+
+_CONTAINERS = (simdjson.Array, simdjson.Object) if simdjson is not None else ()
 
 
 @dataclass
@@ -153,8 +203,15 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
 
 
 def _shape(raw: Any, name: str) -> tuple[int, ...]:
+    if isinstance(raw, list) and len(raw) > MAX_DIMS:
+        raise BadRequest(f"input {name!r}: 'shape' has {len(raw)} dimensions; at most {MAX_DIMS} are supported")
     if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
         raise BadRequest(f"input {name!r}: 'shape' must be a list of non-negative integers, got {raw!r}")
+    if math.prod(max(d, 1) for d in raw) > MAX_ELEMENTS:
+        raise BadRequest(
+            f"input {name!r}: 'shape' {raw} describes more than {MAX_ELEMENTS} elements "
+            "(0 dimensions counted as 1); no tensor can be that large"
+        )
     return tuple(raw)
 
 
@@ -227,40 +284,59 @@ def _from_numbers(numbers: np.ndarray, datatype: str, shape: tuple[int, ...], na
     return numbers.astype(dtype).reshape(shape)
 
 
+def _refuse_types(found: set, datatype: str, name: str) -> None:
+    shown = ", ".join(sorted(_JSON_NAMES.get(t, t.__name__) for t in found))
+    want = "strings" if datatype == "BYTES" else _EXPECTED[V2_TO_NUMPY[datatype].kind]
+    raise BadRequest(f"input {name!r}: {datatype} data must be {want}; 'data' holds {shown}")
+
+
+# Whole-list operations that run in C hold the GIL throughout: on lists longer than this they go a
+# slice at a time, so that a thread decoding a large request lets the event loop in between.
+SLICE = 1 << 16
+
+
+def _types(items: list) -> set:
+    if len(items) <= SLICE:
+        return set(map(type, items))
+    found: set = set()
+    for i in range(0, len(items), SLICE):
+        found.update(map(type, items[i : i + SLICE]))
+    return found
+
+
 def _from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
     if isinstance(data, np.ndarray):
         return _from_numbers(data, datatype, shape, name)
     count = math.prod(shape)
-    if not isinstance(data, list):
-        data = [data]
+    flat = data if isinstance(data, list) else [data]
+    types = _types(flat)
+    if list in types:  # nested (or ragged) lists: what counts is the elements, in order
+        flat = _flatten(flat)
+        types = _types(flat)
     if datatype == "BYTES":
-        flat = _flatten(data)
-        if not all(isinstance(x, str) for x in flat):
-            raise BadRequest(f"input {name!r}: BYTES data must be strings")
+        if not types <= {str}:
+            _refuse_types(types - {str}, datatype, name)
         if len(flat) != count:
             raise BadRequest(f"input {name!r}: shape {list(shape)} needs {count} elements, 'data' has {len(flat)}")
         arr = np.empty(count, dtype=np.object_)
-        arr[:] = [x.encode() for x in flat]
+        for i in range(0, count, SLICE):
+            arr[i : i + SLICE] = [x.encode() for x in flat[i : i + SLICE]]
         return arr.reshape(shape)
     dtype = V2_TO_NUMPY[datatype]
+    allowed = _JSON_TYPES[dtype.kind]
+    if not types <= allowed:
+        _refuse_types(types - allowed, datatype, name)
+    if len(flat) != count:
+        raise BadRequest(f"input {name!r}: shape {list(shape)} needs {count} elements, 'data' has {len(flat)}")
+    if dtype.kind in "iu":  # numpy would wrap 300 to 44 for UINT8 without a word
+        raw = np.array(flat)
+        if raw.size and raw.dtype.kind not in "iu":  # past 64 bits: numpy falls back to objects
+            raise BadRequest(f"input {name!r}: 'data' has values outside the range of {datatype}")
+        return _from_numbers(raw.reshape(-1), datatype, shape, name)
     try:
-        if dtype.kind == "f" and data and not isinstance(data[0], list):
-            arr = np.fromiter(data, dtype=dtype, count=len(data))  # 15 % faster on large flat lists
-        elif dtype.kind in "iu":  # numpy would truncate 1.5 to 1 and wrap 300 to 44 without a word
-            raw = np.array(data)
-            if raw.size and raw.dtype.kind not in "iu":
-                raise BadRequest(f"input {name!r}: {datatype} data must be whole numbers")
-            return _from_numbers(raw.reshape(-1), datatype, shape, name)
-        else:
-            arr = np.array(data, dtype=dtype)
-    except (ValueError, TypeError, OverflowError) as exc:
-        if data and isinstance(data[0], list):  # ragged nesting: count what is there
-            return _from_json(_flatten(data), datatype, shape, name)
-        raise BadRequest(f"input {name!r}: 'data' is not a list of {datatype} values ({exc})") from None
-    if datatype == "BOOL" and not all(isinstance(x, bool) for x in _flatten(data)):
-        raise BadRequest(f"input {name!r}: BOOL data must be true or false")
-    if arr.size != count:
-        raise BadRequest(f"input {name!r}: shape {list(shape)} needs {count} elements, 'data' has {arr.size}")
+        arr = np.fromiter(flat, dtype=dtype, count=len(flat))
+    except OverflowError:  # an integer past what a float holds
+        raise BadRequest(f"input {name!r}: 'data' has values outside the range of {datatype}") from None
     return arr.reshape(shape)
 
 
@@ -274,7 +350,11 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
         )
     header = body if header_length is None else body[:header_length]
     try:
-        doc = _simd_loads(header) if simdjson is not None and len(header) >= SIMDJSON_MIN_BYTES else _loads(header)
+        doc = bigjson.loads(header, _loads) if simdjson is not None and len(header) >= bigjson.DOC_MIN_BYTES else None
+        if doc is None:
+            doc = _simd_loads(header) if simdjson is not None and len(header) >= SIMDJSON_MIN_BYTES else _loads(header)
+    except RecursionError:
+        raise BadRequest("the request body nests JSON arrays or objects too deeply") from None
     except (*_JSON_ERRORS, ValueError) as exc:
         hint = "" if header_length is not None else " (binary tensors need the Inference-Header-Content-Length header)"
         raise BadRequest(f"the request body is not valid JSON: {exc}{hint}") from None
@@ -366,10 +446,22 @@ def _tensor_bytes(arr: np.ndarray) -> bytes:
     return np.ascontiguousarray(arr).tobytes()
 
 
-def _json_data(arr: np.ndarray) -> list:
+def _json_data(arr: np.ndarray) -> list | None:
+    """The elements of an output for JSON; None for BYTES elements that are not UTF-8 text, which
+    JSON cannot carry: that output goes as binary data instead, byte for byte (tritonclient reads
+    an output as binary whenever it has a binary_data_size)."""
     if arr.dtype == np.object_:
-        return [x.decode(errors="replace") if isinstance(x, bytes) else str(x) for x in arr.reshape(-1)]
+        try:
+            return [x.decode() if isinstance(x, bytes) else str(x) for x in arr.reshape(-1)]
+        except UnicodeDecodeError:
+            return None
     return arr.reshape(-1).tolist()
+
+
+def _dumps_with_nonfinite(doc: dict) -> bytes:
+    """JSON with NaN, Infinity and -Infinity written as such, as Triton writes them and its client
+    reads them back (orjson would write null)."""
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 _binary_headers: dict[tuple, bytes] = {}  # response JSON headers of all-binary responses, by what they hold
@@ -389,38 +481,44 @@ def encode_response(
         key = (model_name, model_version, request_id, tuple((n, arr.dtype, arr.shape) for n, arr, _ in outputs))
         header = _binary_headers.get(key)
         if header is None:
-            header = _dumps(_response_doc(model_name, model_version, outputs, request_id)[0])
+            header = _dumps(
+                _response_doc(model_name, model_version, outputs, request_id)[0]
+            )  # every output binary: no numbers in it
             if len(_binary_headers) >= _BINARY_HEADERS_MAX:
                 _binary_headers.clear()
             _binary_headers[key] = header
         # join reads contiguous arrays' memory directly: no intermediate bytes per tensor
         blobs = [arr.data if arr.flags.c_contiguous else _tensor_bytes(arr) for _, arr, _ in outputs]
         return b"".join([header, *blobs]), len(header)
-    doc, blobs = _response_doc(model_name, model_version, outputs, request_id)
-    header = _dumps(doc)
+    doc, blobs, finite = _response_doc(model_name, model_version, outputs, request_id)
+    header = _dumps(doc) if finite else _dumps_with_nonfinite(doc)
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
 
 
-def _response_doc(model_name, model_version, outputs, request_id) -> tuple[dict[str, Any], list[bytes]]:
-    """The JSON header as a document, and the binary outputs' bytes in order."""
+def _response_doc(model_name, model_version, outputs, request_id) -> tuple[dict[str, Any], list[bytes], bool]:
+    """The JSON header as a document, the binary outputs' bytes in order, and whether every
+    number in the document is finite."""
     doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request_id is not None:
         doc["id"] = request_id
-    tensors, blobs = [], []
+    tensors, blobs, finite = [], [], True
     for name, arr, binary in outputs:
         t: dict[str, Any] = {
             "name": name,
             "datatype": NUMPY_TO_V2.get(arr.dtype, "BYTES"),
             "shape": list(arr.shape),
         }
-        if binary:
+        data = None if binary else _json_data(arr)
+        if data is None:
             blob = _tensor_bytes(arr)
             t["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            t["data"] = _json_data(arr)
+            t["data"] = data
+            if finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                finite = False
         tensors.append(t)
     doc["outputs"] = tensors
-    return doc, blobs
+    return doc, blobs, finite

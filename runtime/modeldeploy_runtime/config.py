@@ -52,6 +52,8 @@ SETTINGS: tuple[Setting, ...] = (
             "longest wait for more requests to fill a batch (0 = greedy)", minimum=0),
     Setting("max_queue_size", "MODELDEPLOY_MAX_QUEUE_SIZE", "--max-queue-size", "int", 256,
             "requests waiting at most; past it 503 + Retry-After", minimum=1),
+    Setting("queue_timeout_us", "MODELDEPLOY_QUEUE_TIMEOUT_US", "--queue-timeout-us", "int", 0,
+            "longest a request may wait in the queue; past it 503 + Retry-After (0 = no limit)", minimum=0),
     Setting("latency_budget_ms", "MODELDEPLOY_LATENCY_BUDGET_MS", "--latency-budget-ms", "float", 0.0,
             "p95 latency budget checked after warm-up (0 = no gate)", minimum=0),
     Setting("latency_gate", "MODELDEPLOY_LATENCY_GATE", "--latency-gate", "choice", "enforce",
@@ -97,6 +99,7 @@ class RuntimeConfig:
     max_batch_size: int = 8
     max_queue_delay_us: int = 0
     max_queue_size: int = 256
+    queue_timeout_us: int = 0
     latency_budget_ms: float = 0.0
     latency_gate: str = "enforce"
     warmup_requests: int = 10

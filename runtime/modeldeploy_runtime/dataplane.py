@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,8 +41,15 @@ def _shape_str(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def validate_inputs(model: str, inputs: dict[str, np.ndarray], specs: Sequence[TensorSpec], max_batch_size: int) -> int:
-    """Check a request against the model's inputs; return its rows (1 for unbatched models)."""
+def validate_inputs(
+    model: str,
+    inputs: dict[str, np.ndarray],
+    specs: Sequence[TensorSpec],
+    max_batch_size: int,
+    strings_are_text: bool = False,
+) -> int:
+    """Check a request against the model's inputs; return its rows (1 for unbatched models).
+    ``strings_are_text``: the backend carries BYTES elements as UTF-8 text only."""
     by_name = {s.name: s for s in specs}
     for name in inputs:
         if name not in by_name:
@@ -77,7 +85,21 @@ def validate_inputs(model: str, inputs: dict[str, np.ndarray], specs: Sequence[T
                     "every input needs the same first dimension"
                 )
             rows = n
+        if strings_are_text and spec.datatype == "BYTES":
+            _check_text(model, spec.name, got)
     return rows or 1
+
+
+def _check_text(model: str, name: str, arr: np.ndarray) -> None:
+    for i, item in enumerate(arr.reshape(-1)):
+        if isinstance(item, bytes):
+            try:
+                item.decode()
+            except UnicodeDecodeError as exc:
+                raise BadRequest(
+                    f"input {name!r}: element {i} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                    f"model {model!r} runs on ONNX Runtime, whose string tensors hold UTF-8 text only"
+                ) from None
 
 
 def select_outputs(model: str, request: InferRequest, specs: Sequence[TensorSpec]) -> list[tuple[str, bool]]:
@@ -111,6 +133,12 @@ PLANS_MAX = 256
 # requests no larger than the warm-up's (whose latency was measured) qualify, so that a large
 # request of a dynamic shape cannot block it for long.
 INLINE_MAX_MS = 10.0
+# Requests whose JSON is at least this long (and compressed ones) are decoded on a thread of their
+# own, so that one of them cannot keep the event loop, and the health probes it answers, waiting:
+# a 57 MB JSON request held it for 3 to 9 s. Below this, decoding takes a few ms and the two
+# thread hand-offs (0.1 ms) would be felt.
+OFFLOAD_MIN_BYTES = 1 << 20
+OFFLOAD_MIN_COMPRESSED = 1 << 10
 
 
 @dataclass(frozen=True)
@@ -132,6 +160,7 @@ class DataPlane:
         metrics: Metrics,
         max_queue_delay_s: float = 0.0,
         max_queue_size: int = 256,
+        queue_timeout_s: float = 0.0,
     ) -> None:
         self.name = name
         self.version = version
@@ -141,9 +170,12 @@ class DataPlane:
         self.batcher: Batcher | None = None
         self._delay = max_queue_delay_s
         self._queue = max_queue_size
+        self._queue_timeout = queue_timeout_s
         self.inflight = 0  # requests inside infer(); a drain waits for this to reach 0
         self._plans: dict[bytes, _Plan] = {}  # by JSON header of binary requests
         self._inline_elements = 0  # requests with at most this many input elements may run inline
+        # one thread: large requests are decoded one at a time, which also bounds their memory
+        self._decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
         metrics.inflight.set_function(lambda: self.inflight)  # read when scraped, not locked per request
 
     # lifecycle -----------------------------------------------------------------------------
@@ -154,7 +186,12 @@ class DataPlane:
         if warmup_p95_ms is not None and warmup_p95_ms <= INLINE_MAX_MS:
             self._inline_elements = sum(math.prod(max(d, 1) for d in s.shape) for s in backend.inputs)
         self.batcher = Batcher(
-            backend.infer, backend.max_batch_size, self._delay, self._queue, observe=self.metrics.batch_done
+            backend.infer,
+            backend.max_batch_size,
+            self._delay,
+            self._queue,
+            observe=self.metrics.batch_done,
+            queue_timeout_s=self._queue_timeout,
         )
         self.batcher.start()
 
@@ -185,6 +222,7 @@ class DataPlane:
         return True
 
     def close(self) -> None:
+        self._decoder.shutdown(wait=False, cancel_futures=True)
         if self.batcher is not None:
             self.batcher.stop()
         if self.backend is not None:
@@ -248,13 +286,19 @@ class DataPlane:
                 for s in specs
             ]
 
+        batching: dict = {"max_queue_delay_microseconds": int(self._delay * 1e6)}
+        if self._queue_timeout > 0:
+            batching["default_queue_policy"] = {
+                "timeout_action": "REJECT",
+                "default_timeout_microseconds": round(self._queue_timeout * 1e6),
+            }
         return {
             "name": self.name,
             "platform": backend.info.platform,
             "max_batch_size": backend.max_batch_size,
             "input": dims(backend.inputs),
             "output": dims(backend.outputs),
-            "dynamic_batching": {"max_queue_delay_microseconds": int(self._delay * 1e6)},
+            "dynamic_batching": batching,
         }
 
     # inference -----------------------------------------------------------------------------
@@ -294,11 +338,8 @@ class DataPlane:
         metrics.success.inc()
         metrics.request_s.observe(duration_s)
 
-    async def _infer(self, name, version, body, header_length, content_encoding, max_body_bytes, alone):
-        self.check_model(name, version)
-        if self.state is not State.READY and self.state is not State.DRAINING:
-            self._loaded()
-            raise NotReady(f"model {self.name!r} is warming up; retry once /v2/health/ready answers 200")
+    def _decode(self, body, header_length, content_encoding, max_body_bytes) -> tuple[dict[str, np.ndarray], _Plan]:
+        """The input arrays of a request and its plan, checked against the model."""
         backend = self.backend
         if content_encoding:
             body = decompress(body, content_encoding, max_body_bytes)
@@ -307,17 +348,33 @@ class DataPlane:
             key = bytes(body[:header_length])
         plan = self._plans.get(key) if key is not None else None
         if plan is not None and plan.layout.size == len(body):
-            inputs = plan.layout.inputs(body)
+            return plan.layout.inputs(body), plan
+        request = decode_request(body, header_length)
+        inputs = request.inputs
+        rows = validate_inputs(
+            self.name, inputs, backend.inputs, backend.max_batch_size, getattr(backend, "strings_are_text", False)
+        )
+        wanted = select_outputs(self.name, request, backend.outputs)
+        plan = _Plan(request.layout, rows, wanted, request.id, sum(arr.size for arr in inputs.values()))
+        if key is not None and request.layout is not None:
+            if len(self._plans) >= PLANS_MAX:
+                self._plans.clear()
+            self._plans[key] = plan
+        return inputs, plan
+
+    async def _infer(self, name, version, body, header_length, content_encoding, max_body_bytes, alone):
+        self.check_model(name, version)
+        if self.state is not State.READY and self.state is not State.DRAINING:
+            self._loaded()
+            raise NotReady(f"model {self.name!r} is warming up; retry once /v2/health/ready answers 200")
+        json_bytes = len(body) if header_length is None else header_length
+        if (content_encoding and len(body) >= OFFLOAD_MIN_COMPRESSED) or json_bytes >= OFFLOAD_MIN_BYTES:
+            loop = asyncio.get_running_loop()
+            inputs, plan = await loop.run_in_executor(
+                self._decoder, self._decode, body, header_length, content_encoding, max_body_bytes
+            )
         else:
-            request = decode_request(body, header_length)
-            inputs = request.inputs
-            rows = validate_inputs(self.name, inputs, backend.inputs, backend.max_batch_size)
-            wanted = select_outputs(self.name, request, backend.outputs)
-            plan = _Plan(request.layout, rows, wanted, request.id, sum(arr.size for arr in inputs.values()))
-            if key is not None and request.layout is not None:
-                if len(self._plans) >= PLANS_MAX:
-                    self._plans.clear()
-                self._plans[key] = plan
+            inputs, plan = self._decode(body, header_length, content_encoding, max_body_bytes)
         inline = alone and plan.elements <= self._inline_elements
         outputs = await self.batcher.submit(inputs, plan.rows, inline)
         return encode_response(self.name, self.version, [(n, outputs[n], b) for n, b in plan.wanted], plan.id)

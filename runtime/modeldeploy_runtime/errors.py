@@ -28,6 +28,10 @@ class NotFound(ServingError):
 class MethodNotAllowed(ServingError):
     reason = "method_not_allowed"
 
+    def __init__(self, message: str, allow: str) -> None:
+        super().__init__(message)
+        self.allow = allow  # the methods the path takes, for the Allow header
+
 
 class PayloadTooLarge(ServingError):
     reason = "too_large"
@@ -43,6 +47,12 @@ class NotReady(ServingError):
     reason = "not_ready"
 
 
+class QueueTimeout(ServingError):
+    """The request waited in the batch queue past MODELDEPLOY_QUEUE_TIMEOUT_US (``Retry-After``)."""
+
+    reason = "queue_timeout"
+
+
 class InternalError(ServingError):
     reason = "internal"
 
@@ -55,6 +65,7 @@ HTTP_STATUS: dict[type[ServingError], int] = {
     PayloadTooLarge: 413,
     Overloaded: 503,
     NotReady: 503,
+    QueueTimeout: 503,
     InternalError: 500,
     ServingError: 500,
 }

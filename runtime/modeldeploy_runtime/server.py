@@ -131,10 +131,15 @@ async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> i
     keep_freed_memory()
     threads = config.threads or default_threads()
     dataplane = DataPlane(
-        config.model_name, config.model_version, metrics, config.max_queue_delay_us / 1e6, config.max_queue_size
+        config.model_name,
+        config.model_version,
+        metrics,
+        config.max_queue_delay_us / 1e6,
+        config.max_queue_size,
+        config.queue_timeout_us / 1e6,
     )
     app = App(dataplane, config.auth_token, config.max_body_bytes)
-    http = HttpServer(app, app.too_large, config.max_body_bytes, payload_offset_header=BINARY_HEADER)
+    http = HttpServer(app, app.too_large, config.max_body_bytes, payload_offset_header=BINARY_HEADER, screen=app.screen)
     stop = asyncio.Event()
     hurry = asyncio.Event()  # a second signal, or SIGINT: no drain delay
 

@@ -188,6 +188,13 @@ def test_runtime_knobs_reach_the_container_as_documented_env():
     assert values["MODELDEPLOY_METRICS_PORT"] == "9091"
 
 
+def test_queue_timeout_is_rendered_only_when_set():
+    """Unset, the env stays as it was, so that existing Deployments are not rolled for it."""
+    assert "MODELDEPLOY_QUEUE_TIMEOUT_US" not in env()
+    timed = env(runtime={"batching": {"queueTimeoutMicroseconds": 5000}})
+    assert timed["MODELDEPLOY_QUEUE_TIMEOUT_US"]["value"] == "5000"
+
+
 def test_every_rendered_runtime_env_is_a_documented_contract():
     documented = set(
         re.findall(r"^\| `(MODELDEPLOY_[A-Z0-9_]+)` \| `--", (ROOT / "docs/architecture.md").read_text(), re.M)

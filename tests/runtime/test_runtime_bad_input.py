@@ -71,6 +71,24 @@ CASES = [
      ["Inference-Header-Content-Length", "999999"]),
     ("binary size mismatch", "binary-short", {}, 400, ["'a'", "12 bytes", "8"]),
     ("unsupported encoding", {"inputs": good_inputs()}, {"Content-Encoding": "br"}, 400, ["'br'"]),
+    ("binary header of 5,000 digits", {"inputs": good_inputs()}, {"Inference-Header-Content-Length": "9" * 5000},
+     400, ["Inference-Header-Content-Length", "5000 characters"]),
+    ("binary header of 5,000 digits, large body", {"inputs": good_inputs(), "pad": " " * 70_000},
+     {"Inference-Header-Content-Length": "9" * 5000}, 400, ["Inference-Header-Content-Length", "5000 characters"]),
+    ("70 dimensions", {"inputs": [tensor("a", shape=(1,) * 70), *good_inputs()[1:]]}, {}, 400,
+     ["'a'", "70 dimensions", "64"]),
+    ("element count overflow", {"inputs": [tensor("a", shape=(0, 4611686018427387904), data=[]),
+                                           *good_inputs()[1:]]}, {}, 400, ["'a'", "4611686018427387904"]),
+    ("FP32 null", {"inputs": [tensor("a", data=[None, 1, 1]), *good_inputs()[1:]]}, {}, 400,
+     ["'a'", "FP32", "numbers", "null"]),
+    ("FP32 string", {"inputs": [tensor("a", data=["0.5", 1, 1]), *good_inputs()[1:]]}, {}, 400,
+     ["'a'", "FP32", "numbers", "strings"]),
+    ("FP32 boolean", {"inputs": [tensor("a", data=[True, 1, 1]), *good_inputs()[1:]]}, {}, 400,
+     ["'a'", "FP32", "numbers", "true/false"]),
+    ("FP32 null, large body", {"inputs": [tensor("a", shape=(1, 3), data=[0.5, None, 1.0]),
+                                          *good_inputs()[1:]], "pad": " " * 40_000}, {}, 400, ["'a'", "null"]),
+    ("INT64 boolean", {"inputs": [*good_inputs()[:2], tensor("n", "INT64", (1, 1), [True])]}, {}, 400,
+     ["'n'", "INT64", "whole numbers", "true/false"]),
 ]  # fmt: skip
 
 
@@ -153,6 +171,25 @@ def test_failures_are_counted_by_reason(server):
     assert found and float(found.group(1)) >= 1
 
 
+def failures(server) -> dict[str, float]:
+    with urllib.request.urlopen(server.base + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    found = re.findall(
+        r'modeldeploy_inference_requests_total\{model="two",outcome="failure",reason="(\w+)"\} (\S+)', text
+    )
+    return {reason: float(value) for reason, value in found}
+
+
+def test_client_errors_are_counted_as_client_errors_never_internal(server):
+    before = failures(server)
+    for _, doc, headers, _, _ in CASES:
+        body, extra = _body(doc)
+        post(server, "/v2/models/two/infer", body, {**extra, **headers})
+    after = failures(server)
+    assert after.get("internal", 0) == before.get("internal", 0) == 0
+    assert after["bad_request"] - before.get("bad_request", 0) == len(CASES)
+
+
 def test_endless_headers_are_cut_off_with_431(server):
     import socket
 
@@ -170,3 +207,74 @@ def test_endless_headers_are_cut_off_with_431(server):
             reply = s.recv(1000)
     assert reply.startswith(b"HTTP/1.1 431"), reply
     assert infer_json(server, {"inputs": good_inputs()})[0] == 200
+
+
+def exchange(server, data: bytes, head_only: list[bool]) -> list[bytes]:
+    """Send raw bytes on one connection and read one response per entry of ``head_only`` (True:
+    the answer to a HEAD, which has no body whatever its Content-Length says)."""
+    import socket
+
+    out, buf = [], b""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(data)
+        for no_body in head_only:
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(65536)
+                assert chunk, (out, buf)
+                buf += chunk
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            length = 0 if no_body else int(re.search(rb"content-length: (\d+)", head).group(1))
+            while len(buf) < length:
+                chunk = s.recv(65536)
+                assert chunk, (out, buf)
+                buf += chunk
+            out.append(head + b"\r\n\r\n" + buf[:length])
+            buf = buf[length:]
+        s.settimeout(0.5)
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            buf += s.recv(65536)
+    assert buf == b"", f"more than {len(head_only)} responses: {out} then {buf!r}"
+    return out
+
+
+def get_request(path: str, method: str = "GET", extra: str = "") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+
+
+def test_upgrade_request_gets_one_response_and_the_connection_goes_on(server):
+    upgrade = get_request("/v2/health/live", extra="Connection: Upgrade\r\nUpgrade: websocket\r\n")
+    first, second = exchange(server, upgrade + get_request("/v2/health/ready"), [False, False])
+    assert first.startswith(b"HTTP/1.1 200") and first.endswith(b'{"live":true}')
+    assert second.startswith(b"HTTP/1.1 200") and second.endswith(b'{"ready":true}')
+
+
+def test_upgrade_request_with_a_body_is_one_400(server):
+    body = b'{"inputs": []}'
+    upgrade = get_request(
+        "/v2/models/two/infer", "POST", f"Connection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: {len(body)}\r\n"
+    )
+    (reply,) = exchange(server, upgrade + body, [False])
+    assert reply.startswith(b"HTTP/1.1 400") and b"upgrade" in reply
+
+
+def test_head_is_answered_without_a_body(server):
+    replies = exchange(server, get_request("/v2/health/live", "HEAD") + get_request("/v2/health/live"), [True, False])
+    assert replies[0].startswith(b"HTTP/1.1 200") and b"content-length: 13" in replies[0]
+    assert replies[0].endswith(b"\r\n\r\n")
+    assert replies[1].endswith(b'{"live":true}')
+
+
+def test_head_of_a_post_only_path_is_405_without_a_body(server):
+    (reply,) = exchange(server, get_request("/v2/models/two/infer", "HEAD"), [True])
+    assert reply.startswith(b"HTTP/1.1 405") and reply.endswith(b"\r\n\r\n") and b"allow: POST" in reply
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [("GET", "/v2/models/two/infer", b"POST"), ("POST", "/v2/health/live", b"GET, HEAD"),
+     ("DELETE", "/v2/models/two", b"GET, HEAD")],
+)  # fmt: skip
+def test_405_names_the_allowed_methods(server, method, path, allow):
+    (reply,) = exchange(server, get_request(path, method), [False])
+    assert reply.startswith(b"HTTP/1.1 405"), reply
+    assert b"\r\nallow: " + allow + b"\r\n" in reply

@@ -237,3 +237,66 @@ def test_large_json_bool_and_bytes_take_the_general_path():
 def test_large_invalid_json_is_a_bad_request():
     with pytest.raises(BadRequest, match="not valid JSON"):
         decode_request(b'{"inputs": [' + b"1," * 40_000)
+
+
+def test_json_response_keeps_nan_and_infinities_as_tritonclient_reads_them():
+    y = np.array([[np.nan, np.inf, -np.inf, 1.5]], dtype=np.float32)
+    body, header_length = encode_response("m", "1", [("y", y, False)])
+    assert header_length is None and b"[NaN,Infinity,-Infinity,1.5]" in body
+    read = json.loads(body)["outputs"][0]["data"]  # Python's json and rapidjson read these
+    assert np.isnan(read[0]) and read[1:] == [np.inf, -np.inf, 1.5]
+
+
+def test_bytes_output_that_is_not_utf8_goes_binary_byte_for_byte():
+    s = np.array([b"\xff\xfe raw", "é".encode()], dtype=object)
+    body, n = encode_response("m", "1", [("s", s, False)])
+    head = json.loads(body[:n])
+    assert head["outputs"][0]["parameters"]["binary_data_size"] == len(body) - n
+    assert body[n:] == struct.pack("<I", 6) + b"\xff\xfe raw" + struct.pack("<I", 2) + "é".encode()
+
+
+def _big_doc(data: bytes, datatype: str = "FP32", shape=(-1,)) -> bytes:
+    """A JSON request past bigjson.DOC_MIN_BYTES whose one input has ``data`` as written."""
+    return b'{"id":"big","inputs":[{"name":"x","datatype":"%s","shape":%s,"data":%s}]}' % (
+        datatype.encode(),
+        json.dumps(list(shape)).encode(),
+        data,
+    )
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_json_past_8_mb_reads_its_numbers_exactly(nested):
+    x = np.random.default_rng(0).random((4, 300_000)).astype(np.float32)
+    data = json.dumps(x.tolist() if nested else x.ravel().tolist()).encode()
+    request = decode_request(_big_doc(data, shape=x.shape if nested else (x.size,)))
+    assert request.id == "big"
+    np.testing.assert_array_equal(request.inputs["x"].reshape(x.shape), x)
+
+
+@pytest.mark.parametrize(
+    ("tail", "datatype", "words"),
+    [(b',"0.5"]', "FP32", ["'x'", "strings"]), (b",,1]", "FP32", ["not valid JSON"]),
+     (b",nan]", "FP32", ["not valid JSON"]), (b",1.5]", "INT64", ["'x'", "whole numbers"])],
+)  # fmt: skip
+def test_json_past_8_mb_with_bad_data_names_the_problem(tail, datatype, words):
+    body = _big_doc(b"[" + b"1," * 4_500_000 + b"1" + tail, datatype, (4_500_002,))
+    with pytest.raises(BadRequest) as err:
+        decode_request(body)
+    for word in words:
+        assert word in str(err.value)
+
+
+@pytest.mark.parametrize("escaped", [False, True])
+def test_json_past_8_mb_reads_its_strings_exactly(escaped):
+    words = [f"w{i}é" for i in range(900_000)]
+    if escaped:  # an escape sends the array through the whole-document parse
+        words[-1] = 'a"b\\c'
+    request = decode_request(_big_doc(json.dumps(words).encode(), "BYTES", (len(words),)))
+    got = request.inputs["x"]
+    assert got.shape == (900_000,) and got[0] == "w0é".encode() and got[-1] == words[-1].encode()
+
+
+def test_json_past_8_mb_of_strings_for_fp32_is_refused_by_name():
+    body = _big_doc(json.dumps(["0.5"] * 2_000_000).encode(), "FP32", (2_000_000,))
+    with pytest.raises(BadRequest, match=r"input 'x': FP32 data must be numbers; 'data' holds strings"):
+        decode_request(body)

@@ -12,6 +12,7 @@ def test_defaults_match_the_contract():
     config = load_config([], BASE)
     assert (config.model_format, config.backend, config.precision) == ("onnx", "onnxruntime", "fp32")
     assert (config.max_batch_size, config.max_queue_delay_us, config.max_queue_size) == (8, 0, 256)
+    assert config.queue_timeout_us == 0
     assert (config.port, config.metrics_port, config.threads) == (8080, 0, 0)
     assert config.termination_log == "/dev/termination-log"
     assert config.cache_dir == "/var/cache/modeldeploy"
@@ -26,6 +27,13 @@ def test_flags_override_environment():
     assert config.port == 9100
     assert config.max_batch_size == 4
     assert config.require_gpu is True
+
+
+def test_queue_timeout_from_environment_or_flag():
+    assert load_config([], {**BASE, "MODELDEPLOY_QUEUE_TIMEOUT_US": "5000"}).queue_timeout_us == 5000
+    assert load_config(["--queue-timeout-us", "200"], BASE).queue_timeout_us == 200
+    with pytest.raises(ConfigError, match="MODELDEPLOY_QUEUE_TIMEOUT_US"):
+        load_config([], {**BASE, "MODELDEPLOY_QUEUE_TIMEOUT_US": "-1"})
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import gzip
 import json
 import re
 import threading
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -203,3 +204,23 @@ def test_each_request_id_is_echoed_with_binary_outputs(client):
         result = infer(client, np.ones((1, 4), dtype=np.float32), True, True, request_id=request_id)
         assert result.get_response()["id"] == request_id
         np.testing.assert_array_equal(result.as_numpy("y"), np.full((1, 4), 3.0))
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_large_json_requests_decoded_off_the_event_loop_are_answered(affine_server, gzipped):
+    """JSON of a megabyte and more, and compressed bodies, are decoded on a worker thread."""
+    rows = [[float(i), 1.0, 2.0, 3.0] for i in range(4)]
+    doc = {"inputs": [{"name": "x", "shape": [4, 4], "datatype": "FP32", "data": rows}], "pad": "x" * (1 << 21)}
+    body = json.dumps(doc).encode()
+    headers = {"Content-Encoding": "gzip"} if gzipped else {}
+    req = urllib.request.Request(
+        affine_server.base + "/v2/models/affine/infer", gzip.compress(body) if gzipped else body, headers
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        out = json.loads(resp.read())["outputs"][0]
+    assert out["data"][:4] == [1.0, 3.0, 5.0, 7.0] and out["data"][-4:] == [7.0, 3.0, 5.0, 7.0]
+    doc["inputs"][0]["data"] = ["0.5"] * 16
+    req = urllib.request.Request(affine_server.base + "/v2/models/affine/infer", json.dumps(doc).encode())
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 400 and "'x'" in json.loads(err.value.read())["error"]

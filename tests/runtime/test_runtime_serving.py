@@ -118,6 +118,34 @@ def test_bytes_tensors_round_trip(server_factory, models, binary):
     client.close()
 
 
+def test_bytes_that_are_not_utf8_are_refused_not_rewritten(server_factory, models):
+    """ONNX Runtime's string tensors hold text: other bytes would come back changed."""
+    server = server_factory(models["strings"], "m")
+    client = httpclient.InferenceServerClient(server.url)
+    inp = httpclient.InferInput("text", [1, 2], "BYTES")
+    inp.set_data_from_numpy(np.array([[b"ok", b"\xff\xfe"]], dtype=object), binary_data=True)
+    with pytest.raises(InferenceServerException, match=r"'text': element 1 is not UTF-8"):
+        client.infer("m", [inp])
+    client.close()
+    assert metric(server, 'modeldeploy_inference_requests_total{model="m",outcome="failure",reason="bad_request"}') == 1
+
+
+@pytest.mark.parametrize("binary_in", [True, False])
+def test_nan_and_infinities_come_back_in_json_outputs(server_factory, models, binary_in):
+    server = server_factory(models["affine"], "m")
+    client = httpclient.InferenceServerClient(server.url)
+    x = np.array([[np.nan, 3e38, -3e38, 1.0]], dtype=np.float32)  # 2x + 1 overflows to +-inf
+    if not binary_in:
+        x[0, 0] = 0.0  # JSON requests cannot carry NaN
+    inp = httpclient.InferInput("x", [1, 4], "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary_in)
+    out = client.infer("m", [inp], outputs=[httpclient.InferRequestedOutput("y", binary_data=False)])
+    y = out.as_numpy("y")
+    assert np.isnan(y[0, 0]) == binary_in
+    assert y[0, 1:].tolist() == [np.inf, -np.inf, 3.0]
+    client.close()
+
+
 def test_full_queue_answers_503_with_retry_after(server_factory, models):
     server = server_factory(models["slow"], "m", MAX_BATCH_SIZE=1, MAX_QUEUE_SIZE=1)
     body, headers = slow_request(rows=384)
@@ -140,6 +168,36 @@ def test_full_queue_answers_503_with_retry_after(server_factory, models):
     assert all(h.get("retry-after") == "1" for h in refused)
     assert post(server, *slow_request(rows=1))[0] == 200  # serving again once the queue drained
     assert metric(server, 'modeldeploy_inference_requests_total{model="m",outcome="failure",reason="overloaded"}') >= 1
+
+
+def test_queue_timeout_answers_503_with_retry_after(server_factory, models):
+    """Requests that wait behind slow ones longer than the timeout are refused, not left waiting."""
+    server = server_factory(models["slow"], "m", MAX_BATCH_SIZE=1, QUEUE_TIMEOUT_US=1000)
+    body, headers = slow_request(rows=384)
+    results: list[tuple[int, dict]] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        conn_result = post(server, body, headers)
+        with lock:
+            results.append(conn_result)
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    codes = sorted(code for code, _ in results)
+    assert len(codes) == 6 and codes[0] == 200 and codes[-1] == 503, codes
+    assert all(h.get("retry-after") == "1" for code, h in results if code == 503)
+    assert (
+        metric(server, 'modeldeploy_inference_requests_total{model="m",outcome="failure",reason="queue_timeout"}') >= 1
+    )
+    config = json.loads(urllib.request.urlopen(server.base + "/v2/models/m/config", timeout=10).read())
+    assert config["dynamic_batching"]["default_queue_policy"] == {
+        "timeout_action": "REJECT",
+        "default_timeout_microseconds": 1000,
+    }
 
 
 def test_metrics_port_serves_only_metrics(server_factory, models):
@@ -175,3 +233,16 @@ def test_the_only_client_gets_pipelined_requests_answered_in_order(server_factor
             data += chunk
     answers = [json.loads(part.split(b"\r\n\r\n", 1)[1]) for part in data.split(b"HTTP/1.1 200 OK")[1:]]
     assert [a["outputs"][0]["data"] for a in answers] == [[2.0 * v + 1] * 4 for v in range(5)]
+
+
+def test_json_request_past_8_mb_is_read_exactly(server_factory, models):
+    """The large-JSON path (numbers cut out of the document and read a piece at a time)."""
+    server = server_factory(models["pairs"], "m")
+    x = np.random.default_rng(1).random((1, 1_000_000)).astype(np.float32)
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, x.size], "data": x.tolist()}]})
+    assert len(body) > 8 << 20
+    req = urllib.request.Request(server.base + "/v2/models/m/infer", body.encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        out = json.loads(resp.read())["outputs"][0]
+    assert out["shape"] == [1, 500_000, 2]
+    np.testing.assert_array_equal(np.array(out["data"], dtype=np.float32), x.ravel())

@@ -47,6 +47,7 @@ def runtime_env(target: Target) -> list[dict[str, Any]]:
         "MODELDEPLOY_MAX_BATCH_SIZE": str(runtime.batching.max_batch_size),
         "MODELDEPLOY_MAX_QUEUE_DELAY_US": str(runtime.batching.max_queue_delay_microseconds),
         "MODELDEPLOY_MAX_QUEUE_SIZE": str(runtime.batching.max_queue_size),
+        "MODELDEPLOY_QUEUE_TIMEOUT_US": str(runtime.batching.queue_timeout_microseconds or ""),
         "MODELDEPLOY_LATENCY_BUDGET_MS": f"{runtime.latency_budget.p95_milliseconds:g}",
         "MODELDEPLOY_LATENCY_GATE": runtime.latency_budget.gate.value,
         "MODELDEPLOY_WARMUP_REQUESTS": str(runtime.latency_budget.warmup_requests),

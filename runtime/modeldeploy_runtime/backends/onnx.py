@@ -178,14 +178,19 @@ def pad_rows(inputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
 
 
 def _as_str(arr: np.ndarray) -> np.ndarray:
-    """ONNX Runtime takes string tensors as Python str (it would feed bytes as their repr)."""
+    """ONNX Runtime takes string tensors as Python str (it would feed bytes as their repr). The
+    data plane has refused elements that are not UTF-8 (``strings_are_text``)."""
     out = np.empty(arr.shape, dtype=np.object_)
-    out.reshape(-1)[:] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)]
+    out.reshape(-1)[:] = [v.decode() if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)]
     return out
 
 
 class OnnxBackend:
     """One ONNX Runtime session. ``infer`` runs on the server's inference thread."""
+
+    # Its Python API passes string tensors as str, so BYTES elements must be UTF-8 text: others
+    # would come back rewritten, and are refused before they reach a batch.
+    strings_are_text = True
 
     def __init__(
         self,
