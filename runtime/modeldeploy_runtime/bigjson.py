@@ -13,7 +13,9 @@ and only their first string kept where another datatype is declared (the request
 
 Anything it is not sure of (escapes, nested string arrays, mixed arrays, integer or boolean
 datatypes, a piece simdjson refuses) it leaves in the document, where the ordinary path reads it
-and names what is wrong. That path holds the GIL for the whole parse, about 4 ms per MB here.
+and names what is wrong. That path holds the GIL for the whole parse, about 4 ms per MB here, so
+it takes at most PARSE_MAX_BYTES of JSON in one call: a request that would need more is refused
+(codec.decode_request), so that no request can stall the health probes for long.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ DOC_MIN_BYTES = 8 << 20
 SPLIT_MIN_BYTES = 64 << 10  # arrays shorter than this stay in the document
 BLOCK = 1 << 22  # array bytes looked at per numpy call, bounding temporaries
 PIECE = 1 << 20  # array bytes per simdjson parse: about 4 ms holding the GIL
+PARSE_MAX_BYTES = 16 << 20  # the most JSON parsed in one call: about 65 ms holding the GIL here
 _MARKER = b"modeldeploy-cut-" + os.urandom(8).hex().encode() + b"-"
 _NUMBER_BYTES = np.zeros(256, dtype=bool)  # what an array of JSON numbers may hold
 _NUMBER_BYTES[list(b"0123456789+-.eE,[] \t\r\n")] = True
@@ -158,7 +161,10 @@ def loads(body, parse: Callable[[bytes], Any]) -> Any | None:
     if not cuts:
         return None
     parts.append(raw[last:])
-    doc = parse(b"".join(parts))
+    rest = b"".join(parts)
+    if len(rest) > PARSE_MAX_BYTES:
+        return None
+    doc = parse(rest)
     inputs = doc.get("inputs") if isinstance(doc, dict) else None
     filled = 0
     for tensor in inputs if isinstance(inputs, list) else ():

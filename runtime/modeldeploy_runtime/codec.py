@@ -351,6 +351,14 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
     header = body if header_length is None else body[:header_length]
     try:
         doc = bigjson.loads(header, _loads) if simdjson is not None and len(header) >= bigjson.DOC_MIN_BYTES else None
+        if doc is None and len(header) > bigjson.PARSE_MAX_BYTES:
+            raise PayloadTooLarge(
+                f"this {len(header) / 2**20:.0f} MiB JSON request has more than {bigjson.PARSE_MAX_BYTES >> 20} MiB "
+                "that is not flat arrays of floating-point numbers or of strings without escapes (integers, "
+                "booleans, escaped or nested strings), which the server would have to read in one piece: "
+                "send the tensors in binary (the v2 binary tensor extension, with Inference-Header-Content-Length) "
+                "or split the request"
+            )
         if doc is None:
             doc = _simd_loads(header) if simdjson is not None and len(header) >= SIMDJSON_MIN_BYTES else _loads(header)
     except RecursionError:

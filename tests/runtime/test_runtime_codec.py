@@ -9,6 +9,7 @@ import zlib
 
 import numpy as np
 import pytest
+from modeldeploy_runtime import bigjson
 from modeldeploy_runtime.codec import decode_request, decompress, encode_response
 from modeldeploy_runtime.errors import BadRequest, PayloadTooLarge
 
@@ -300,3 +301,25 @@ def test_json_past_8_mb_of_strings_for_fp32_is_refused_by_name():
     body = _big_doc(json.dumps(["0.5"] * 2_000_000).encode(), "FP32", (2_000_000,))
     with pytest.raises(BadRequest, match=r"input 'x': FP32 data must be numbers; 'data' holds strings"):
         decode_request(body)
+
+
+@pytest.mark.parametrize(
+    ("data", "datatype"),
+    [(b"[" + b"7," * 9_000_000 + b"7]", "INT64"), (json.dumps(['a"b'] * 3_000_000).encode(), "BYTES")],
+    ids=["integers", "escaped-strings"],
+)
+def test_json_that_would_be_parsed_in_one_piece_past_16_mib_is_refused_with_the_fix(data, datatype):
+    """Such JSON holds the GIL for its whole parse (about 4 ms per MB): past 16 MiB it is refused
+    rather than stall the health probes, and the message says how to send it."""
+    body = _big_doc(data, datatype, (data.count(b",") + 1,))
+    assert len(body) > bigjson.PARSE_MAX_BYTES
+    with pytest.raises(PayloadTooLarge) as err:
+        decode_request(body)
+    assert "binary" in str(err.value) and "16 MiB" in str(err.value)
+
+
+def test_json_of_floats_past_16_mib_is_still_read():
+    x = np.random.default_rng(2).random(2_000_000).astype(np.float32)
+    body = _big_doc(json.dumps(x.tolist()).encode(), "FP32", (x.size,))
+    assert len(body) > bigjson.PARSE_MAX_BYTES
+    np.testing.assert_array_equal(decode_request(body).inputs["x"], x)
