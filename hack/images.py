@@ -158,7 +158,17 @@ def build(target: str, log=print, fresh: bool = False) -> str:
             f"podman build --target {target}",
         )  # fmt: skip
     log(f"built {ref} in {time.monotonic() - started:.0f} s")
+    prune(target, keep=ref)
     return ref
+
+
+def prune(target: str, keep: str) -> None:
+    """Older builds of `target` and dangling layers: each build is some 400 MB of disk."""
+    listing = _run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", f"{REPO}/{target}"], "podman images")
+    old = [ref for ref in listing.stdout.split() if ref != keep and ref.startswith(f"{REPO}/{target}:")]
+    if old:
+        subprocess.run(["podman", "rmi", "--force", *old], capture_output=True)
+    subprocess.run(["podman", "image", "prune", "--force"], capture_output=True)
 
 
 def save(ref: str, dest: Path) -> Path:

@@ -257,7 +257,11 @@ state = "{self.workdir / "containerd-state"}"
 
         started = time.monotonic()
         have = set(self.ctr("images", "ls", "-q").stdout.split())
-        for ref in (pause_image(), *self.images):
+        wanted = {pause_image(), *self.images}
+        stale = [ref for ref in have - wanted if ref.startswith(f"{images.REPO}/")]
+        if stale:  # older builds: the store is kept between runs, so it would only grow
+            self.ctr("images", "rm", *stale, check=False)
+        for ref in wanted:
             if ref in have:
                 continue
             with tempfile.TemporaryDirectory(prefix="modeldeploy-img-") as tmp:
