@@ -69,11 +69,11 @@ def reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Resu
 
 
 def _validate(
-    kube: Kube, namespace: str, raw_spec: dict[str, Any]
+    kube: Kube, namespace: str, name: str, raw_spec: dict[str, Any]
 ) -> tuple[api.ModelDeploymentSpec | None, list[Problem]]:
     spec, problems = parse_spec(raw_spec)
     if spec is not None:
-        problems += validate_spec(spec)
+        problems += validate_spec(spec, name)
         if spec.auth is not None and not problems:
             problems += check_auth_secret(spec.auth, kube.get("v1", "Secret", namespace, spec.auth.secret_name))
     return spec, problems
@@ -88,7 +88,7 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
     generation = int(meta.get("generation") or 1)
     retry_token = (meta.get("annotations") or {}).get(naming.RETRY_ANNOTATION)
     previous = parse_status(body.get("status"))
-    spec, problems = _validate(kube, namespace, body.get("spec") or {})
+    spec, problems = _validate(kube, namespace, name, body.get("spec") or {})
     selector = naming.selector_string(name)
     replicasets = kube.list("apps/v1", "ReplicaSet", namespace, selector)
     pods = kube.list("v1", "Pod", namespace, selector)
