@@ -19,7 +19,7 @@ from .fieldmap import refusal_problems
 from .kube import Kube, Refused, now_rfc3339
 from .observe import ABSENT, observe_rollout, replicaset_template
 from .render import Child, Settings, Target, render_children, render_deployment, render_pod_template
-from .rollback import Action, Decision, assess_rollout, decide_rollback, is_pinned
+from .rollback import Action, Decision, assess_rollout, decide_rollback, follow_revisions, is_pinned
 from .status import Observed, compute_status, status_to_dict, transitions
 from .validation import Problem, check_auth_secret, validate_spec
 
@@ -122,7 +122,8 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
     template_hash = naming.content_hash(template)
     state = observe_rollout(deployment, replicasets, pods)
     assessment = assess_rollout(state, spec.rollout.crash_loop_restarts)
-    observed = replace(observed, state=state, assessment=assessment)
+    known_good, record = follow_revisions(observed.known_good, observed.record, state, replicasets)
+    observed = replace(observed, state=state, assessment=assessment, known_good=known_good, record=record)
 
     decision = decide_rollback(
         assessment,
