@@ -40,6 +40,9 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=api.GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # our own Events say what happened; kopf's would repeat it
+    # No watching of CRDs and namespaces: it would need cluster-wide list/watch on both, and the
+    # operator serves the namespaces it is given and the CRD that exists when it starts.
+    settings.scanning.disabled = True
     settings.execution.max_workers = 16
     selector = f"{naming.MANAGED_BY_LABEL}={naming.OPERATOR_NAME}"
     settings.watching.label_selectors["apps", "v1", "deployments"] = selector
