@@ -288,12 +288,13 @@ class Kube:
         handover = replicas_handover(desired, current)
         if handover is not None:
             self.apply(handover, naming.HANDOVER_FIELD_MANAGER)
+        refused: Refused | None = None
         try:
             applied = self.apply(desired)
-        except Refused:
+        except Refused as exc:
             if current is None:
                 raise
-            applied = current  # refused merged with a hand edit: repaired below
+            refused, applied = exc, current  # refused merged with a hand edit: repaired below
         if not needs_apply(desired, applied):
             return applied
         # Server-side apply keeps list entries another manager added or re-keyed (a Service port
@@ -301,6 +302,8 @@ class Kube:
         # those lists outright, then apply again.
         ops = list_repairs(desired, applied)
         if not ops:
+            if refused is not None:
+                raise refused
             return applied
         meta = desired["metadata"]
         self.json_patch(child.api_version, child.kind, meta["namespace"], meta["name"], ops)

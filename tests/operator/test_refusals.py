@@ -4,13 +4,15 @@ specs below (server-side apply with dryRun=All)."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 from modeldeploy_operator.fieldmap import refusal_problems, spec_field
 from modeldeploy_operator.handlers import retry_delay
-from modeldeploy_operator.kube import Cause, Refused, refusal
-from operator_helpers import make_target
+from modeldeploy_operator.kube import Cause, Kube, Refused, refusal
+from modeldeploy_operator.render import render_children
+from operator_helpers import NAME, SETTINGS, UID, make_target
 
 CPU = {"resources": {"gpu": 0}}
 
@@ -235,3 +237,75 @@ def test_a_field_the_spec_does_not_have_is_still_reported():
 def test_the_same_cause_twice_is_one_problem():
     cause = Cause("spec.template.spec.containers[0].resources.requests[gpu]", "Invalid value")
     assert len(refusal_problems("Deployment", Refused(422, "x", [cause, cause]), make_target())) == 1
+
+
+# ---- the apply layer with a refusing API server ---------------------------------------------------
+
+
+class RefusingKube(Kube):
+    """The apply layer over a fake API server that refuses the kinds in `refuse`; `refuse_merged`
+    kinds are refused only merged with what is live (under their own name), as a hand edit does."""
+
+    def __init__(self, refuse: set[str] = frozenset(), refuse_merged: set[str] = frozenset()):
+        super().__init__(client=None)
+        self.refuse, self.refuse_merged, self.calls = set(refuse), set(refuse_merged), []
+        self.repaired: set[str] = set()
+
+    def apply(self, manifest, field_manager="modeldeploy-operator", *, dry_run=False):
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        self.calls.append(("dry-run" if dry_run else "apply", kind, name))
+        merged_refused = kind in self.refuse_merged and name == NAME and kind not in self.repaired
+        if kind in self.refuse or merged_refused:
+            raise Refused(422, f"{kind} is invalid", [Cause("spec.ports[2].name", 'Duplicate value: "http"')])
+        return manifest
+
+    def json_patch(self, api_version, kind, namespace, name, ops):
+        self.calls.append(("json-patch", kind, name))
+        self.repaired.add(kind)
+
+
+def rendered(**spec) -> tuple[list, dict]:
+    children = render_children(make_target(**spec), SETTINGS)
+    return children, {c.kind: None for c in children}
+
+
+def test_a_refused_child_does_not_stop_the_others():
+    kube = RefusingKube(refuse={"Service"})
+    children, live = rendered()
+    with pytest.raises(Refused) as refused:
+        kube.sync_children(children, live, UID)
+    assert refused.value.kind == "Service"
+    assert ("apply", "NetworkPolicy", NAME) in kube.calls and ("apply", "PodDisruptionBudget", NAME) in kube.calls
+
+
+def test_dry_run_judges_every_child_and_writes_nothing():
+    kube = RefusingKube(refuse={"NetworkPolicy"})
+    children, live = rendered()
+    refused = kube.dry_run_children(children, live)
+    assert set(refused) == {"NetworkPolicy"}
+    assert {call[0] for call in kube.calls} == {"dry-run"}
+    assert {call[1] for call in kube.calls} == {c.kind for c in children if c.manifest is not None}
+
+
+def test_a_child_refused_only_merged_with_a_hand_edit_is_judged_as_new_and_repaired():
+    kube = RefusingKube(refuse_merged={"Service"})
+    children, _ = rendered()
+    service = next(c for c in children if c.kind == "Service")
+    live_service = copy.deepcopy(service.manifest)
+    live_service["spec"]["ports"][0]["port"] = 9999
+    live = {"Service": live_service}
+    assert kube.dry_run_children([service], live) == {}, "the spec's Service is fine"
+    assert [c[0] for c in kube.calls] == ["dry-run", "dry-run"] and kube.calls[1][2] != NAME
+    kube.calls.clear()
+    kube.sync_children([service], live, UID)
+    assert [c[0] for c in kube.calls] == ["apply", "json-patch", "apply"]
+
+
+def test_a_refusal_no_list_repair_explains_is_raised():
+    kube = RefusingKube(refuse={"Service"})
+    children, _ = rendered()
+    service = next(c for c in children if c.kind == "Service")
+    live = copy.deepcopy(service.manifest)
+    live["spec"]["type"] = "NodePort"
+    with pytest.raises(Refused):
+        kube.sync_children([service], {"Service": live}, UID)
