@@ -26,7 +26,11 @@ INT_OR_STRING = {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+# The grammar of resource.Quantity; the sign and the range are the operator's to check.
+QUANTITY = (
+    r"^[+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+INT32_MAX = 2**31 - 1  # Kubernetes stores these counts as int32
 Quantity = Annotated[str, StringConstraints(pattern=QUANTITY)]
 
 
@@ -233,8 +237,8 @@ class Autoscaling(Model):
         default=False,
         description="Create a HorizontalPodAutoscaler; `replicas` is then ignored, and switching this on keeps the running replica count for the HPA to start from.",
     )
-    min_replicas: int = Field(default=1, ge=1, description="Fewest replicas.")
-    max_replicas: int = Field(default=4, ge=1, description="Most replicas.")
+    min_replicas: int = Field(default=1, ge=1, le=INT32_MAX, description="Fewest replicas.")
+    max_replicas: int = Field(default=4, ge=1, le=INT32_MAX, description="Most replicas.")
     target_cpu_utilization_percentage: int | None = Field(
         default=None, ge=1, le=1000, description="Average CPU utilisation to hold; needs `resources.requests.cpu`."
     )
@@ -284,7 +288,10 @@ class Rollout(Model):
         default=1, description="Pods that may be unavailable during a rollout.", json_schema_extra=INT_OR_STRING
     )
     progress_deadline_seconds: int = Field(
-        default=600, ge=1, description="Seconds a rollout may make no progress before it counts as failed."
+        default=600,
+        ge=1,
+        le=INT32_MAX,
+        description="Seconds a rollout may make no progress before it counts as failed.",
     )
     auto_rollback: bool = Field(
         default=True, description="Restore the last known good revision automatically when a rollout fails."
@@ -292,6 +299,7 @@ class Rollout(Model):
     crash_loop_restarts: int = Field(
         default=3,
         ge=1,
+        le=INT32_MAX,
         description="Restarts of a new pod in CrashLoopBackOff after which the rollout counts as failed.",
     )
     paused: bool = Field(
@@ -312,7 +320,7 @@ class DisruptionBudget(Model):
 class ModelDeploymentSpec(Model):
     model: ModelSource = Field(description="The model to serve.")
     runtime: Runtime = Field(default_factory=Runtime, description="The serving runtime.")
-    replicas: int = Field(default=1, ge=0, description="Pods when autoscaling is off.")
+    replicas: int = Field(default=1, ge=0, le=INT32_MAX, description="Pods when autoscaling is off.")
     resources: Resources = Field(default_factory=Resources, description="GPUs, CPU and memory per pod.")
     scheduling: Scheduling = Field(default_factory=Scheduling, description="Where pods may run.")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="Horizontal autoscaling.")

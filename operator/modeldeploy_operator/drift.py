@@ -57,6 +57,39 @@ def is_subset(desired: Any, live: Any) -> bool:
     return isinstance(desired, str) and isinstance(live, str) and _same_quantity(desired, live)
 
 
+def list_repairs(desired: Any, live: Any, path: str = "") -> list[dict[str, Any]]:
+    """JSON-patch operations that set each list of `live` that `desired` does not match to the
+    desired list, the innermost such list each time.
+
+    Server-side apply merges lists by key, so an entry a hand edit re-keyed or added (a port
+    changed from 8080 to 9999, a second env var) stays beside ours, and forcing our fields cannot
+    remove it; replacing the list does."""
+    if isinstance(desired, dict) and isinstance(live, dict):
+        ops: list[dict[str, Any]] = []
+        for key, value in desired.items():
+            if value is not None and key in live:
+                ops += list_repairs(value, live[key], f"{path}/{_pointer(key)}")
+        return ops
+    if not (isinstance(desired, list) and isinstance(live, list)):
+        return []
+    replace = [{"op": "replace", "path": path, "value": desired}]
+    if len(desired) != len(live):
+        return replace
+    ops = []
+    for i, (want, have) in enumerate(zip(desired, live, strict=True)):
+        if is_subset(want, have):
+            continue
+        inner = list_repairs(want, have, f"{path}/{i}")
+        if not inner:
+            return replace
+        ops += inner
+    return ops
+
+
+def _pointer(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
 def owns_replicas(live: dict[str, Any], manager: str = naming.FIELD_MANAGER) -> bool:
     """Whether ``manager`` holds ``spec.replicas`` of a live object, per its managedFields."""
     return any(

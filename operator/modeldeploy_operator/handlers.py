@@ -40,6 +40,9 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=api.GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # our own Events say what happened; kopf's would repeat it
+    # No watching of CRDs and namespaces: it would need cluster-wide list/watch on both, and the
+    # operator serves the namespaces it is given and the CRD that exists when it starts.
+    settings.scanning.disabled = True
     settings.execution.max_workers = 16
     selector = f"{naming.MANAGED_BY_LABEL}={naming.OPERATOR_NAME}"
     settings.watching.label_selectors["apps", "v1", "deployments"] = selector
@@ -54,18 +57,23 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     log.info("runtime image %s; API versions %s", CONFIG.runtime_image, State.settings.api_versions)
 
 
-def _trigger(namespace: str, name: str) -> None:
+def retry_delay(retry: int) -> float:
+    """Seconds before the next try after `retry` failed ones: 1, 2, 4 ... up to a minute."""
+    return float(min(60, 2 ** min(retry, 6)))
+
+
+def _trigger(namespace: str, name: str, retry: int) -> None:
     try:
         State.coalescer.trigger(namespace, name)
     except TransientError as exc:
-        raise kopf.TemporaryError(str(exc), delay=2) from exc
+        raise kopf.TemporaryError(str(exc), delay=retry_delay(retry)) from exc
 
 
 @kopf.on.resume(*CR)
 @kopf.on.create(*CR)
 @kopf.on.update(*CR)
-def changed(namespace: str, name: str, **_: Any) -> None:
-    _trigger(namespace, name)
+def changed(namespace: str, name: str, retry: int, **_: Any) -> None:
+    _trigger(namespace, name, retry)
 
 
 @kopf.on.cleanup()

@@ -22,6 +22,8 @@ RETRY_ANNOTATION = f"{api.GROUP}/retry"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 TEMPLATE_HASH_LABEL = "pod-template-hash"
 
+LABEL_VALUE_MAX = 63
+
 CONTAINER_NAME = "runtime"
 HTTP_PORT = contract.HTTP_PORT
 METRICS_PORT = contract.METRICS_PORT

@@ -144,6 +144,14 @@ def observe_rollout(
     )
 
 
+def replicaset_revision(replicasets: list[dict[str, Any]], pod_template_hash: str) -> int | None:
+    """The revision the ReplicaSet with this hash has now: a rollback to it gives it a new one."""
+    for rs in replicasets:
+        if (rs["metadata"].get("labels") or {}).get(naming.TEMPLATE_HASH_LABEL) == pod_template_hash:
+            return _revision(rs)
+    return None
+
+
 def replicaset_template(replicasets: list[dict[str, Any]], pod_template_hash: str) -> dict[str, Any] | None:
     """The pod template of the ReplicaSet with this hash, as a Deployment template: without the
     label the Deployment controller adds to it."""

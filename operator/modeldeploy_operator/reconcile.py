@@ -15,10 +15,11 @@ from kubernetes.client.exceptions import ApiException
 
 from . import api, metrics, naming
 from .drift import with_spec_hash
-from .kube import Kube, now_rfc3339
+from .fieldmap import refusal_problems
+from .kube import Kube, Refused, now_rfc3339
 from .observe import ABSENT, observe_rollout, replicaset_template
-from .render import Settings, Target, render_children, render_deployment, render_pod_template
-from .rollback import Action, Decision, assess_rollout, decide_rollback, is_pinned
+from .render import Child, Settings, Target, render_children, render_deployment, render_pod_template
+from .rollback import Action, Decision, assess_rollout, decide_rollback, follow_revisions, is_pinned
 from .status import Observed, compute_status, status_to_dict, transitions
 from .validation import Problem, check_auth_secret, validate_spec
 
@@ -69,11 +70,11 @@ def reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Resu
 
 
 def _validate(
-    kube: Kube, namespace: str, raw_spec: dict[str, Any]
+    kube: Kube, namespace: str, name: str, raw_spec: dict[str, Any]
 ) -> tuple[api.ModelDeploymentSpec | None, list[Problem]]:
     spec, problems = parse_spec(raw_spec)
     if spec is not None:
-        problems += validate_spec(spec)
+        problems += validate_spec(spec, name)
         if spec.auth is not None and not problems:
             problems += check_auth_secret(spec.auth, kube.get("v1", "Secret", namespace, spec.auth.secret_name))
     return spec, problems
@@ -88,10 +89,12 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
     generation = int(meta.get("generation") or 1)
     retry_token = (meta.get("annotations") or {}).get(naming.RETRY_ANNOTATION)
     previous = parse_status(body.get("status"))
-    spec, problems = _validate(kube, namespace, body.get("spec") or {})
+    spec, problems = _validate(kube, namespace, name, body.get("spec") or {})
     selector = naming.selector_string(name)
-    replicasets = kube.list("apps/v1", "ReplicaSet", namespace, selector)
-    pods = kube.list("v1", "Pod", namespace, selector)
+    # A name longer than a label value can be labels nothing (and cannot be selected on).
+    labelled = len(name) <= naming.LABEL_VALUE_MAX
+    replicasets = kube.list("apps/v1", "ReplicaSet", namespace, selector) if labelled else []
+    pods = kube.list("v1", "Pod", namespace, selector) if labelled else []
     observed = Observed(
         name=name,
         namespace=namespace,
@@ -108,16 +111,19 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
 
     if spec is None or problems:
         # A spec that cannot work changes nothing that is serving: children are left as they are.
-        state = observe_rollout(kube.get("apps/v1", "Deployment", namespace, name), replicasets, pods)
-        observed = replace(observed, state=state, assessment=assess_rollout(state, 3))
-        return Result(_write_status(kube, body, observed), None)
+        deployment = kube.get("apps/v1", "Deployment", namespace, name)
+        return Result(_write_refusal(kube, body, observed, deployment, replicasets, pods), None)
 
     target = Target(name, namespace, meta["uid"], spec)
-    deployment, template = _sync_children(kube, settings, target, observed, replicasets)
+    deployment, template, refused = _sync_children(kube, settings, target, observed, replicasets)
+    if refused:
+        observed = replace(observed, problems=refused)
+        return Result(_write_refusal(kube, body, observed, deployment, replicasets, pods), None)
     template_hash = naming.content_hash(template)
     state = observe_rollout(deployment, replicasets, pods)
     assessment = assess_rollout(state, spec.rollout.crash_loop_restarts)
-    observed = replace(observed, state=state, assessment=assessment)
+    known_good, record = follow_revisions(observed.known_good, observed.record, state, replicasets)
+    observed = replace(observed, state=state, assessment=assessment, known_good=known_good, record=record)
 
     decision = decide_rollback(
         assessment,
@@ -142,10 +148,43 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
     return Result(_write_status(kube, body, observed), decision)
 
 
+def _write_refusal(
+    kube: Kube,
+    body: dict[str, Any],
+    observed: Observed,
+    deployment: dict[str, Any] | None,
+    replicasets: list[dict[str, Any]],
+    pods: list[dict[str, Any]],
+) -> bool:
+    state = observe_rollout(deployment, replicasets, pods)
+    return _write_status(kube, body, replace(observed, state=state, assessment=assess_rollout(state, 3)))
+
+
+# What the API server refused, per resource, with the children it judged: the same children are
+# not sent again until what is rendered changes, so a stuck resource costs no requests.
+REFUSED: dict[tuple[str, str], tuple[str, tuple[Problem, ...]]] = {}
+
+
+def _judge(kube: Kube, target: Target, children: list[Child], live: dict[str, Any]) -> tuple[Problem, ...]:
+    """Every child the API server would refuse, asked before any is applied (dryRun=All)."""
+    key, fingerprint = (target.namespace, target.name), naming.content_hash([c.manifest for c in children])
+    cached = REFUSED.get(key)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+    refused = kube.dry_run_children(children, live)
+    problems = tuple(p for kind, exc in refused.items() for p in refusal_problems(kind, exc, target))
+    if problems:
+        REFUSED[key] = (fingerprint, problems)
+    else:
+        REFUSED.pop(key, None)
+    return problems
+
+
 def _sync_children(
     kube: Kube, settings: Settings, target: Target, observed: Observed, replicasets: list[dict[str, Any]]
-) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """Applies what differs; returns the Deployment as it now is and the pod template it should run."""
+) -> tuple[dict[str, Any] | None, dict[str, Any], tuple[Problem, ...]]:
+    """Applies what differs, unless the API server would refuse any of it; returns the Deployment
+    as it now is, the pod template it should run, and what was refused."""
     restore = _known_good_template(replicasets, observed.known_good) if observed.pinned else None
     children = render_children(target, settings, restore)
     if observed.pinned and restore is None:
@@ -155,9 +194,18 @@ def _sync_children(
             target.name,
         )
         children = [c for c in children if c.kind != "Deployment"]
-    live = kube.sync_children(children, kube.live_children(children, target.namespace, target.name), target.uid)
+    template = restore if restore is not None else render_pod_template(target, settings)
+    live = kube.live_children(children, target.namespace, target.name)
+    refused = _judge(kube, target, children, live)
+    if not refused:
+        try:
+            live = kube.sync_children(children, live, target.uid)
+        except Refused as exc:  # judged acceptable, refused all the same (admission, a race)
+            refused = tuple(refusal_problems(exc.kind, exc, target))
+            fingerprint = naming.content_hash([c.manifest for c in children])
+            REFUSED[(target.namespace, target.name)] = (fingerprint, refused)
     deployment = live.get("Deployment") or kube.get("apps/v1", "Deployment", target.namespace, target.name)
-    return deployment, restore if restore is not None else render_pod_template(target, settings)
+    return deployment, template, refused
 
 
 def record_decision(

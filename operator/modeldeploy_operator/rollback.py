@@ -7,7 +7,7 @@ import enum
 from dataclasses import dataclass
 
 from . import api
-from .observe import RolloutState, pod_failure
+from .observe import RolloutState, pod_failure, replicaset_revision
 
 
 class Verdict(str, enum.Enum):
@@ -116,3 +116,30 @@ def decide_rollback(
     if known_good is None:
         return Decision(Action.RECORD_FAILURE, "no known good revision to restore yet")
     return Decision(Action.RECORD_FAILURE, "spec.rollout.autoRollback is false")
+
+
+def follow_revisions(
+    known_good: api.KnownGood | None,
+    record: api.RollbackRecord | None,
+    state: RolloutState,
+    replicasets: list[dict],
+) -> tuple[api.KnownGood | None, api.RollbackRecord | None]:
+    """The revision numbers of status as the Deployment has them now.
+
+    Restoring a ReplicaSet's template makes it the Deployment's newest revision: revision 1 rolled
+    back to after revision 2 is revision 3. Status follows, so it never says "restored revision 1"
+    of a Deployment at revision 3."""
+    if known_good is not None and known_good.pod_template_hash:
+        now = replicaset_revision(replicasets, known_good.pod_template_hash)
+        if now is not None and now != known_good.revision:
+            known_good = known_good.model_copy(update={"revision": now})
+    if (
+        record is not None
+        and record.rolled_back
+        and known_good is not None
+        and state.revision is not None
+        and state.pod_template_hash == known_good.pod_template_hash
+        and record.restored_revision != state.revision
+    ):
+        record = record.model_copy(update={"restored_revision": state.revision})
+    return known_good, record

@@ -69,7 +69,15 @@ def compute_conditions(o: Observed) -> list[api.Condition]:
     a = o.assessment
     if o.problems:
         reason, message = _problems_reason(o.problems), _problems_message(o.problems)
-        progressing = _condition("Progressing", False, reason, "the spec is not applied until it is fixed")
+        if o.state.exists:
+            refused = (
+                f"generation {o.generation} was refused and nothing of it is applied; the Deployment "
+                f"keeps revision {o.state.revision} as it was until the spec is fixed"
+            )
+            message = f"update to generation {o.generation} refused: {message}"
+        else:
+            refused = f"generation {o.generation} was refused: nothing is built until the spec is fixed"
+        progressing = _condition("Progressing", False, reason, refused)
         degraded = _condition("Degraded", True, reason, message)
     elif a.verdict == Verdict.FAILED:
         progressing = _condition("Progressing", False, "RolloutFailed", f"{a.reason}: {a.message}")
@@ -174,7 +182,18 @@ def _drop_empty(value: Any) -> Any:
     return value
 
 
+REFUSALS = ("InvalidSpec", "AuthSecretInvalid")
+
+
 def transitions(old: list[api.Condition], new: list[api.Condition]) -> list[api.Condition]:
-    """Conditions whose status or reason changed: each deserves an Event."""
-    before = {c.type: (c.status, c.reason) for c in old}
-    return [c for c in new if before.get(c.type) != (c.status, c.reason)]
+    """Conditions whose status or reason changed: each deserves an Event. So does every new
+    refusal of a spec: a second invalid update is news even though the resource was Degraded."""
+    before = {c.type: c for c in old}
+
+    def changed(c: api.Condition) -> bool:
+        b = before.get(c.type)
+        if b is None or (b.status, b.reason) != (c.status, c.reason):
+            return True
+        return c.type == "Degraded" and c.reason in REFUSALS and b.message != c.message
+
+    return [c for c in new if changed(c)]

@@ -7,11 +7,13 @@ import base64
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
-from . import api
+from . import api, k8s_checks
+from .render.common import Target
+from .render.deployment import runtime_env
 
 GPU_PRODUCT = re.compile(r"^NVIDIA-[A-Za-z0-9][A-Za-z0-9._-]*$")
-PERCENT = re.compile(r"^(100|[1-9]?[0-9])%$")
 
 
 @dataclass(frozen=True)
@@ -23,15 +25,32 @@ class Problem:
         return f"{self.field}: {self.message}"
 
 
+def _problems(found: k8s_checks.Found) -> list[Problem]:
+    return [Problem(field, message) for field, message in found]
+
+
 def _int_or_percent(field: str, value: int | str | None) -> list[Problem]:
-    if value is None or isinstance(value, int) or PERCENT.match(value):
-        return []
-    return [Problem(field, f"{value!r} is neither a number nor a percentage like '25%'")]
+    return _problems(k8s_checks.int_or_percent(field, value))
 
 
-def validate_spec(spec: api.ModelDeploymentSpec) -> list[Problem]:
-    problems: list[Problem] = []
+def operator_env_names(spec: api.ModelDeploymentSpec) -> set[str]:
+    """The MODELDEPLOY_* variables the operator sets itself: the runtime reads each once, so a
+    second one in spec.runtime.env would be a duplicate the API server refuses."""
+    own = spec.model_copy(update={"runtime": spec.runtime.model_copy(update={"env": []})})
+    return {e["name"] for e in runtime_env(Target("x", "x", "x", own))} | {
+        "MODELDEPLOY_MODEL_SHA256",
+        "MODELDEPLOY_AUTH_TOKEN",
+    }
+
+
+def validate_spec(spec: api.ModelDeploymentSpec, name: str | None = None) -> list[Problem]:
+    """`name`: the resource's name, which every child takes."""
+    problems: list[Problem] = _problems(k8s_checks.check_name(name)) if name is not None else []
     model, res, runtime = spec.model, spec.resources, spec.runtime
+    if model.uri.startswith(("http://", "https://")) and not urlparse(model.uri).hostname:
+        problems.append(
+            Problem("spec.model.uri", f"{model.uri!r} names no host: write it as https://HOST/path/to/model")
+        )
     if model.uri.startswith(("http://", "https://")) and not model.sha256:
         problems.append(
             Problem(
@@ -87,8 +106,19 @@ def validate_spec(spec: api.ModelDeploymentSpec) -> list[Problem]:
                     "see `kubectl get nodes -L nvidia.com/gpu.product`",
                 )
             )
+    problems += _problems(k8s_checks.check_resources("spec.resources", res.requests, res.limits))
+    problems += _problems(k8s_checks.check_env("spec.runtime.env", runtime.env, operator_env_names(spec)))
+    policy = spec.network_policy
+    if policy.enabled:
+        problems += _problems(k8s_checks.check_peers("spec.networkPolicy.allowFrom", policy.allow_from or []))
+        problems += _problems(k8s_checks.check_peers("spec.networkPolicy.allowMetricsFrom", policy.allow_metrics_from))
     scaling = spec.autoscaling
     if scaling.enabled:
+        for i, metric in enumerate(scaling.metrics):
+            _, found = k8s_checks.quantity(
+                f"spec.autoscaling.metrics[{i}].targetAverageValue", metric.target_average_value, positive=True
+            )
+            problems += _problems(found)
         if scaling.min_replicas > scaling.max_replicas:
             problems.append(
                 Problem(
@@ -124,11 +154,30 @@ def validate_spec(spec: api.ModelDeploymentSpec) -> list[Problem]:
         problems.append(Problem("spec.podDisruptionBudget", "set minAvailable or maxUnavailable, not both"))
     problems += _int_or_percent("spec.podDisruptionBudget.minAvailable", pdb.min_available)
     problems += _int_or_percent("spec.podDisruptionBudget.maxUnavailable", pdb.max_unavailable)
+    if pdb.enabled:
+        problems += _blocks_every_eviction(spec)
     if "nvidia.com/gpu" in res.requests or "nvidia.com/gpu" in res.limits:
         problems.append(
             Problem("spec.resources", "set GPUs with spec.resources.gpu, not nvidia.com/gpu in requests/limits")
         )
     return problems
+
+
+def _blocks_every_eviction(spec: api.ModelDeploymentSpec) -> list[Problem]:
+    """A budget that keeps every pod forbids every voluntary eviction: a node drain then hangs."""
+    least = spec.autoscaling.min_replicas if spec.autoscaling.enabled else spec.replicas
+    keep = spec.pod_disruption_budget.min_available
+    if least == 0 or keep is None:
+        return []
+    if keep == "100%" or (isinstance(keep, int) and keep >= least):
+        return [
+            Problem(
+                "spec.podDisruptionBudget.minAvailable",
+                f"{keep!r} keeps all of the {least} pod(s) there can be, so no pod could ever be evicted "
+                "and a node drain would hang: set it below the replica count, or use maxUnavailable: 1",
+            )
+        ]
+    return []
 
 
 def check_auth_secret(auth: api.Auth | None, secret: dict[str, Any] | None) -> list[Problem]:
@@ -144,14 +193,13 @@ def check_auth_secret(auth: api.Auth | None, secret: dict[str, Any] | None) -> l
                 f"--from-literal={auth.secret_key}=TOKEN) or fix the name",
             )
         ]
+    # Anyone who may read this resource reads its status: it names no other key of the Secret.
     data = secret.get("data") or {}
     if auth.secret_key not in data:
-        keys = ", ".join(sorted(data)) or "none"
         return [
             Problem(
                 "spec.auth.secretKey",
-                f"Secret {auth.secret_name!r} has no key {auth.secret_key!r} "
-                f"(keys: {keys}): set spec.auth.secretKey or add the key",
+                f"Secret {auth.secret_name!r} has no key {auth.secret_key!r}: set spec.auth.secretKey or add the key",
             )
         ]
     if not base64.b64decode(data[auth.secret_key] or "").strip():

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from chart_helpers import CHART, ROOT, run_helm
 from modeldeploy_operator.naming import OPERATOR_NAME
-from test_chart_rbac import CLUSTER_SCOPED, NAMESPACED
+from test_chart_rbac import CLUSTER_SCOPED, NAMESPACED, NEVER
 
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "hack"))
@@ -337,7 +337,8 @@ def test_service_account_may_do_exactly_what_the_operator_needs(operators: Insta
         ("", "serviceaccounts/token"),
         ("apps", "deployments/scale"),
     }
-    granted = {**NAMESPACED, **CLUSTER_SCOPED, **{key: set() for key in untouched}}
+    granted = {**NAMESPACED, **CLUSTER_SCOPED, **{key: set() for key in untouched | NEVER}}
+    cluster_scoped = set(CLUSTER_SCOPED) | {("", "namespaces"), ("apiextensions.k8s.io", "customresourcedefinitions")}
     wrong = []
     for (group, resource), verbs in granted.items():
         name, _, sub = resource.partition("/")
@@ -352,7 +353,7 @@ def test_service_account_may_do_exactly_what_the_operator_needs(operators: Insta
                             "resource": name,
                             "subresource": sub,
                             "verb": verb,
-                            "namespace": "" if (group, resource) in CLUSTER_SCOPED else ns,
+                            "namespace": "" if (group, resource) in cluster_scoped else ns,
                         },
                     }
                 }
@@ -410,3 +411,48 @@ def test_namespaced_install_reconciles_only_its_namespaces(operators: Installed)
     assert not [d for d in map(describe, audit.requests()) if d.endswith(f" in {other}")]
     assert audit.denied() == []
     assert refusals(op) == [], op.log_tail()
+
+
+def _rule_id(key: tuple[str, str]) -> str:
+    return f"{key[0] or 'core'}/{key[1]}"
+
+
+@pytest.mark.parametrize("removed", sorted(NAMESPACED), ids=_rule_id)
+def test_every_rule_is_used(operators: Installed, removed: tuple[str, str]):
+    """Take any one rule away and the operator is refused something it does, as the server saw it:
+    no rule is granted for nothing."""
+    container = operators.install({})
+    rbac = kubernetes.client.RbacAuthorizationV1Api(operators.api)
+    role = rbac.read_cluster_role(RELEASE)
+    original = copy.deepcopy(role.rules)
+    group, resource = removed
+    role.rules = [r for r in role.rules if not (group in r.api_groups and resource in r.resources)]
+    assert len(role.rules) == len(original) - 1
+    rbac.replace_cluster_role(RELEASE, role)
+    try:
+        wait_for(
+            lambda: not operators.can_i(sorted(NAMESPACED[removed])[0], _can_i_name(removed), "default"),
+            10,
+            f"the rule for {resource} to be gone",
+        )
+        op, audit = operators.run_operator(container)
+        ns = operators.namespace(f"without-{resource.replace('/', '-')}")
+        operators.core.create_namespaced_secret(ns, {"metadata": {"name": "tok"}, "stringData": {"token": "s3"}})
+        everything = yaml.safe_load(EXAMPLE.read_text())
+        everything["spec"]["auth"] = {"secretName": "tok"}
+        everything["spec"]["autoscaling"] = {"enabled": True, "maxReplicas": 3}
+        operators.apply(ns, everything)
+        denied = wait_for(
+            lambda: [d for d in audit.denied() if d.split()[1] == resource], 20, f"a refused request on {resource}"
+        )
+        assert denied
+    finally:
+        role = rbac.read_cluster_role(RELEASE)
+        role.rules = original
+        rbac.replace_cluster_role(RELEASE, role)
+
+
+def _can_i_name(key: tuple[str, str]) -> str:
+    group, resource = key
+    name, _, sub = resource.partition("/")
+    return f"{name}.{group}/{sub}" if sub else (f"{name}.{group}" if group else name)

@@ -80,7 +80,7 @@ def test_crash_loop_is_rolled_back_and_not_retried(operator, cluster, namespace,
     wait_restored(apps, namespace, "crash")
     record = status["rollback"]
     assert record["reason"] == "CrashLoopBackOff"
-    assert (record["failedGeneration"], record["failedRevision"], record["restoredRevision"]) == (2, 2, 1)
+    assert (record["failedGeneration"], record["failedRevision"]) == (2, 2)
     assert record["pod"] == pod.metadata.name
     assert "RuntimeError: CUDA error" in record["message"]
     assert record["rolledBack"] is True and status["rollbackCount"] == 1
@@ -110,6 +110,35 @@ def test_crash_loop_is_rolled_back_and_not_retried(operator, cluster, namespace,
     assert [w for w in writes_in(cluster, namespace, since) if "deployments" in w] == []
     assert deployment_image(apps, namespace, "crash") == GOOD
     assert status_of(custom, namespace, "crash")["rollbackCount"] == 1
+
+
+def deployment_revision(apps, namespace: str, name: str) -> int:
+    annotations = apps.read_namespaced_deployment(name, namespace).metadata.annotations or {}
+    return int(annotations.get("deployment.kubernetes.io/revision", 0))
+
+
+def test_revisions_in_status_are_the_deployments_after_rollbacks(operator, namespace, kctl, core, custom, apps):
+    """Restoring revision 1 after revision 2 makes it the Deployment's revision 3, and a second
+    rollback makes it 5: status names the revisions as the Deployment does."""
+    ready_revision(kctl, core, custom, namespace, "revs")
+    for attempt, image in enumerate((BAD, f"{BAD}-again"), start=1):
+        apply(kctl, namespace, cpu_model("revs", runtime={"image": image}))
+        set_pod_crash_loop(core, bad_pod(core, namespace, "revs", image), restarts=3, message="boom")
+        wait_for(
+            lambda a=attempt: status_of(custom, namespace, "revs").get("rollbackCount") == a, 15, f"rollback {attempt}"
+        )
+        wait_restored(apps, namespace, "revs")
+
+        def consistent():
+            s = status_of(custom, namespace, "revs")
+            now = deployment_revision(apps, namespace, "revs")
+            seen = (s.get("revision"), s["rollback"].get("restoredRevision"), s["lastKnownGood"]["revision"])
+            return seen == (now, now, now) and (s, now)
+
+        status, now = wait_for(consistent, 15, "status revisions equal to the Deployment's")
+        assert now == 2 * attempt + 1
+        assert f"restored revision {now}" in condition(status, "RolledBack")["message"]
+        assert status["rollback"]["failedRevision"] == 2 * attempt
 
 
 def test_progress_deadline_is_rolled_back(operator, namespace, kctl, core, custom, apps):

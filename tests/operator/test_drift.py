@@ -7,7 +7,7 @@ import copy
 
 import pytest
 from modeldeploy_operator import naming
-from modeldeploy_operator.drift import is_subset, needs_apply, replicas_handover, with_spec_hash
+from modeldeploy_operator.drift import is_subset, list_repairs, needs_apply, replicas_handover, with_spec_hash
 from modeldeploy_operator.render import render_children
 from operator_helpers import EVERYTHING_ON, SETTINGS, make_target, merged
 
@@ -221,3 +221,34 @@ def test_switching_autoscaling_on_hands_the_live_replicas_over():
 )
 def test_no_handover_when_there_is_nothing_to_hand_over(desired, live):
     assert replicas_handover(desired, live) is None
+
+
+# ---- lists server-side apply cannot put right ---------------------------------------------------
+
+SERVICE_PORTS = [
+    {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"},
+    {"name": "metrics", "port": 9091, "targetPort": "metrics", "protocol": "TCP"},
+]
+
+
+def test_a_port_edited_by_hand_replaces_the_port_list():
+    desired = {"spec": {"type": "ClusterIP", "ports": SERVICE_PORTS}}
+    live = {"spec": {"type": "ClusterIP", "clusterIP": "10.0.0.7", "ports": copy.deepcopy(SERVICE_PORTS)}}
+    live["spec"]["ports"][0]["port"] = 9999
+    assert list_repairs(desired, live) == [{"op": "replace", "path": "/spec/ports", "value": SERVICE_PORTS}]
+
+
+def test_an_entry_added_by_hand_replaces_the_innermost_list_only():
+    env = [{"name": "A", "value": "1"}]
+    desired = {"spec": {"template": {"spec": {"containers": [{"name": "runtime", "image": "i", "env": env}]}}}}
+    live = copy.deepcopy(desired)
+    live["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "B", "value": "2"})
+    assert list_repairs(desired, live) == [
+        {"op": "replace", "path": "/spec/template/spec/containers/0/env", "value": env}
+    ]
+
+
+def test_lists_that_match_need_no_repair():
+    desired = {"metadata": {"labels": {"a/b": "c"}}, "spec": {"ports": SERVICE_PORTS}}
+    live = {"metadata": {"labels": {"a/b": "c", "x": "y"}}, "spec": {"ports": copy.deepcopy(SERVICE_PORTS)}}
+    assert list_repairs(desired, live) == []

@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 from modeldeploy_operator import api
 from modeldeploy_operator.observe import observe_rollout
-from modeldeploy_operator.rollback import Action, Assessment, Verdict, assess_rollout, decide_rollback, is_pinned
+from modeldeploy_operator.rollback import (
+    Action,
+    Assessment,
+    Verdict,
+    assess_rollout,
+    decide_rollback,
+    follow_revisions,
+    is_pinned,
+)
 from operator_helpers import condition, deployment, pod, replicaset
 
 OLD, NEW = "7f9c6d5b4", "5d8b9c7f6"
@@ -335,3 +343,32 @@ def test_good_then_bad_then_rolled_back_then_fixed():
     assert decide(COMPLETE, generation=3, template_hash="fixed", known_good=good, record=pinned).action == (
         Action.MARK_KNOWN_GOOD
     )
+
+
+# ---- revision numbers after a rollback --------------------------------------------------------------
+
+KNOWN_GOOD = api.KnownGood(revision=1, generation=1, template_hash="t1", pod_template_hash="good", time="t")
+RESTORED = api.RollbackRecord(
+    failed_generation=2, failed_revision=2, restored_revision=1, reason="CrashLoopBackOff", time="t", rolled_back=True
+)
+
+
+def test_a_restored_revision_is_named_by_the_number_the_deployment_gave_it():
+    """Revision 1 restored after revision 2 is the Deployment's revision 3."""
+    replicasets = [replicaset(3, "good"), replicaset(2, "bad")]
+    state = observe_rollout(deployment(revision=3), replicasets, [])
+    known_good, record = follow_revisions(KNOWN_GOOD, RESTORED, state, replicasets)
+    assert known_good is not None and known_good.revision == 3
+    assert record is not None and (record.failed_revision, record.restored_revision) == (2, 3)
+    assert state.revision == 3
+
+
+def test_revisions_stay_until_the_deployment_has_restored_the_template():
+    replicasets = [replicaset(1, "good"), replicaset(2, "bad")]
+    state = observe_rollout(deployment(revision=2), replicasets, [])
+    assert follow_revisions(KNOWN_GOOD, RESTORED, state, replicasets) == (KNOWN_GOOD, RESTORED)
+
+
+def test_no_known_good_changes_nothing():
+    state = observe_rollout(deployment(revision=2), [replicaset(2, "bad")], [])
+    assert follow_revisions(None, None, state, []) == (None, None)

@@ -197,10 +197,28 @@ def test_a_rollback_tells_what_failed_what_was_restored_and_how_to_retry():
 )
 def test_invalid_spec_is_degraded_with_every_problem_in_the_message(problems, reason):
     two = [*problems, Problem("spec.replicas", "fix it")]
-    c = conditions(observed(problems=two))
+    o = replace(absent(), problems=tuple(two))
+    c = conditions(o)
     assert c["Degraded"].reason == reason
     assert c["Degraded"].message == f"{two[0]}; {two[1]}"
-    assert c["Progressing"].message == "the spec is not applied until it is fixed"
+    assert c["Progressing"].message == "generation 1 was refused: nothing is built until the spec is fixed"
+
+
+def test_a_refused_update_says_so_and_that_the_old_revision_keeps_serving():
+    o = observed(generation=3, observed_generation=3, revision=2, problems=[Problem("spec.replicas", "fix it")])
+    s = status(o)
+    c = {x.type: x for x in s.conditions}
+    assert (s.observed_generation, s.phase) == (3, api.Phase.DEGRADED)
+    assert c["Degraded"].message == "update to generation 3 refused: spec.replicas: fix it"
+    assert "keeps revision 2 as it was" in c["Progressing"].message
+    assert c["Ready"].status == "True", "the pods of the last good revision still serve"
+
+
+def test_every_new_refusal_is_news_even_while_degraded():
+    first = status(replace(absent(), problems=(Problem("spec.replicas", "a"),))).conditions
+    second = status(replace(absent(), problems=(Problem("spec.replicas", "b"),))).conditions
+    assert [c.type for c in transitions(first, second)] == ["Degraded"]
+    assert transitions(second, second) == []
 
 
 def test_status_fields():
