@@ -12,6 +12,7 @@ from modeldeploy_operator.fieldmap import refusal_problems, spec_field
 from modeldeploy_operator.handlers import retry_delay
 from modeldeploy_operator.kube import Cause, Kube, Refused, refusal
 from modeldeploy_operator.render import render_children
+from modeldeploy_operator.render.deployment import runtime_env
 from operator_helpers import NAME, SETTINGS, UID, make_target
 
 CPU = {"resources": {"gpu": 0}}
@@ -134,7 +135,12 @@ FIELDS = {
         "spec.networkPolicy.allowFrom[0].podSelectr",
     ),
     "service-name": ({}, "Service", "metadata.name", "metadata.name"),
-    "env-by-index": (ENV, "Deployment", "spec.template.spec.containers[0].env[18].value", "spec.runtime.env[1].value"),
+    "env-by-index": (
+        ENV,
+        "Deployment",
+        f"spec.template.spec.containers[0].env[{len(runtime_env(make_target(**CPU))) + 1}].value",
+        "spec.runtime.env[1].value",
+    ),
     "env-by-key": (
         ENV,
         "Deployment",
