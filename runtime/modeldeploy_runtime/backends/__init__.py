@@ -1,16 +1,25 @@
 """Backend selection. Each backend module is imported only when chosen, so the CPU image never
-imports TensorRT and a machine without CUDA never crashes at import."""
+imports TensorRT, a machine without CUDA never crashes at import, and OpenVINO and LiteRT are
+loaded only by the models that use them."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Backend, BackendError, BackendInfo, GpuUnavailableError, TensorSpec
+from .base import Backend, BackendError, BackendInfo, GpuUnavailableError, TensorSpec, UnsupportedConfigurationError
 
 if TYPE_CHECKING:
     from ..config import RuntimeConfig
 
-__all__ = ["Backend", "BackendError", "BackendInfo", "GpuUnavailableError", "TensorSpec", "load_backend"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendInfo",
+    "GpuUnavailableError",
+    "TensorSpec",
+    "UnsupportedConfigurationError",
+    "load_backend",
+]
 
 
 def load_backend(config: RuntimeConfig, model_file: str | None = None, threads: int = 1) -> Backend:
@@ -26,6 +35,10 @@ def load_backend(config: RuntimeConfig, model_file: str | None = None, threads: 
                 "image (pip install 'modeldeploy[gpu]' on a machine with CUDA)"
             ) from exc
         return TensorRTBackend(path, max_batch_size=config.max_batch_size)
+    if config.backend == "openvino":
+        from .openvino import OpenVinoBackend
+
+        return OpenVinoBackend(path, max_batch_size=config.max_batch_size, threads=threads, precision=config.precision)
     from .onnx import OnnxBackend
 
     return OnnxBackend(
