@@ -39,6 +39,10 @@ def load_backend(config: RuntimeConfig, model_file: str | None = None, threads: 
         from .openvino import OpenVinoBackend
 
         return OpenVinoBackend(path, max_batch_size=config.max_batch_size, threads=threads, precision=config.precision)
+    if config.backend == "litert":
+        from .litert import LiteRtBackend
+
+        return LiteRtBackend(path, max_batch_size=config.max_batch_size, threads=threads)
     from .onnx import OnnxBackend
 
     return OnnxBackend(
