@@ -59,6 +59,9 @@ def test_fp32_agrees_with_onnx_runtime_and_says_fp32(server_factory, models, cnn
     params = metadata(ov)["parameters"]
     assert metadata(ov)["platform"] == "openvino_onnx"
     assert (params["precision"], params["inference_precision"], params["providers"]) == ("fp32", "f32", "OpenVINO CPU")
+    assert params["static_batch_1"] == "on"  # batches of 6 ran on the bounded compilation, single rows here:
+    for row in cnn_inputs[:2]:
+        np.testing.assert_allclose(infer(ov, "x", row[None], "probs"), infer(ort, "x", row[None], "probs"), rtol=1e-4)
 
 
 def test_integer_inputs_are_exact(server_factory, models):
