@@ -50,6 +50,7 @@ class Backend(StrEnum):
     TENSORRT = "tensorrt"
     OPENVINO = "openvino"
     LITERT = "litert"
+    AUTO = "auto"
 
 
 class Precision(StrEnum):
@@ -159,8 +160,10 @@ class Runtime(Model):
     backend: Backend | None = Field(
         default=None,
         description=(
-            "`onnxruntime`, `tensorrt`, `openvino` (ONNX models on the CPU; needed for bf16) or `litert` "
-            "(tflite models). Defaults to `onnxruntime` for ONNX models, `tensorrt` for engines, `litert` for tflite."
+            "`onnxruntime`, `tensorrt`, `openvino` (ONNX models on the CPU; needed for bf16), `litert` "
+            "(tflite models) or `auto` (an ONNX model on a CPU-only pod: ONNX Runtime and OpenVINO are timed at "
+            "warm-up and the faster one that agrees with ONNX Runtime serves; the choice is in model metadata). "
+            "Defaults to `onnxruntime` for ONNX models, `tensorrt` for engines, `litert` for tflite."
         ),
     )
     precision: Precision = Field(

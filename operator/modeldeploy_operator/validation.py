@@ -61,7 +61,7 @@ def validate_spec(spec: api.ModelDeploymentSpec) -> list[Problem]:
         problems.append(
             Problem("spec.resources.gpu", "TensorRT engines run only on GPUs: set spec.resources.gpu to 1 or more")
         )
-    if runtime.precision == api.Precision.BF16 and spec.backend != api.Backend.OPENVINO:
+    if runtime.precision == api.Precision.BF16 and spec.backend not in (api.Backend.OPENVINO, api.Backend.AUTO):
         problems.append(
             Problem("spec.runtime.precision", "bf16 is served by backend openvino: set spec.runtime.backend")
         )

@@ -41,7 +41,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("model_format", "MODELDEPLOY_MODEL_FORMAT", "--format", "choice", "",
             "model format (default: from the file suffix)", choices=("onnx", "tensorrt", "tflite")),
     Setting("backend", "MODELDEPLOY_BACKEND", "--backend", "choice", "",
-            "inference backend (default: from the format)", choices=("onnxruntime", "tensorrt", "openvino", "litert")),
+            "inference backend (default: from the format)", choices=("onnxruntime", "tensorrt", "openvino", "litert", "auto")),
     Setting("precision", "MODELDEPLOY_PRECISION", "--precision", "choice", "fp32",
             "precision: fp16/int8 for the TensorRT execution provider, bf16 on OpenVINO (CPUs with bf16 instructions)",
             choices=("fp32", "fp16", "int8", "bf16")),
@@ -83,7 +83,7 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_FIELD = {s.field: s for s in SETTINGS}
 # The backend a model format gets when none is set, and the backends that can serve each format.
 DEFAULT_BACKEND = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "tflite": "litert"}
-SERVES = {"onnx": ("onnxruntime", "openvino"), "tensorrt": ("tensorrt",), "tflite": ("litert",)}
+SERVES = {"onnx": ("onnxruntime", "openvino", "auto"), "tensorrt": ("tensorrt",), "tflite": ("litert",)}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -280,7 +280,7 @@ def validate(values: dict[str, Any]) -> RuntimeConfig:
         )
     values["backend"] = backend
     precision = values["precision"]
-    if precision == "bf16" and backend != "openvino":
+    if precision == "bf16" and backend not in ("openvino", "auto"):
         raise ConfigError(
             f"{_where(_BY_FIELD['precision'])} is bf16, which only the openvino backend serves (on CPUs with "
             f"bf16 instructions); set MODELDEPLOY_BACKEND to openvino, or the precision to fp32"

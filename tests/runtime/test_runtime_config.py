@@ -90,6 +90,7 @@ def test_file_uri_is_a_path():
     assert config.model_path == "/opt/models/digits.onnx" and not config.is_url
 
 
-def test_bf16_on_openvino_is_accepted():
-    config = load_config([], {**BASE, "MODELDEPLOY_BACKEND": "openvino", "MODELDEPLOY_PRECISION": "bf16"})
-    assert (config.backend, config.precision) == ("openvino", "bf16")
+@pytest.mark.parametrize("backend", ["openvino", "auto"])
+def test_bf16_on_openvino_or_auto_is_accepted(backend):
+    config = load_config([], {**BASE, "MODELDEPLOY_BACKEND": backend, "MODELDEPLOY_PRECISION": "bf16"})
+    assert (config.backend, config.precision) == (backend, "bf16")

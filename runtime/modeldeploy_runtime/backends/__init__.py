@@ -45,11 +45,40 @@ def load_backend(config: RuntimeConfig, model_file: str | None = None, threads: 
         return LiteRtBackend(path, max_batch_size=config.max_batch_size, threads=threads)
     from .onnx import OnnxBackend
 
-    return OnnxBackend(
-        path,
-        max_batch_size=config.max_batch_size,
-        threads=threads,
-        precision=config.precision,
-        cache_dir=config.cache_dir,
-        require_gpu=config.require_gpu,
-    )
+    def onnxruntime() -> Backend:
+        return OnnxBackend(
+            path,
+            max_batch_size=config.max_batch_size,
+            threads=threads,
+            precision=config.precision,
+            cache_dir=config.cache_dir,
+            require_gpu=config.require_gpu,
+        )
+
+    if config.backend == "auto":
+        return _auto(config, path, threads, onnxruntime)
+    return onnxruntime()
+
+
+def _auto(config: RuntimeConfig, path: str, threads: int, onnxruntime) -> Backend:
+    """ONNX Runtime on a GPU pod (OpenVINO here is CPU only); on a CPU-only pod the faster of ONNX
+    Runtime and OpenVINO that agree (see auto.py); OpenVINO alone serves bf16."""
+    from .auto import choose
+
+    if config.precision == "bf16":
+        from .openvino import OpenVinoBackend
+
+        backend = OpenVinoBackend(path, max_batch_size=config.max_batch_size, threads=threads, precision="bf16")
+        backend.info.extra["auto_choice"] = "openvino (the only engine serving bf16)"
+        return backend
+    if config.require_gpu or config.precision == "fp16":
+        backend = onnxruntime()
+        backend.info.extra["auto_choice"] = "onnxruntime (GPU)"
+        return backend
+
+    def openvino() -> Backend:
+        from .openvino import OpenVinoBackend
+
+        return OpenVinoBackend(path, max_batch_size=config.max_batch_size, threads=threads, precision=config.precision)
+
+    return choose({"onnxruntime": onnxruntime, "openvino": openvino}, config.precision)
