@@ -124,10 +124,14 @@ class OpenVinoBackend:
         inputs = [spec_from_port(p, "input") for p in model.inputs]
         outputs = [spec_from_port(p, "output") for p in model.outputs]
         self.max_batch_size = max_batch_size if batchable(inputs, outputs) else 0
-        single = None  # the model at batch 1, when its other dimensions are fixed (see _single)
+        single = None  # the model at batch 1, when its other dimensions are fixed (see self._single)
         if self.max_batch_size > 1 and all(d >= 0 for s in inputs for d in s.shape[1:]):
-            single = model.clone()
-            single.reshape({s.name: [1, *s.shape[1:]] for s in inputs})
+            try:
+                single = model.clone()
+                single.reshape({s.name: [1, *s.shape[1:]] for s in inputs})
+            except Exception as exc:  # a graph whose shapes do not propagate; the bounded model serves all
+                log.debug("no static batch-1 model: %s", exc)
+                single = None
         if self.max_batch_size:
             try:
                 model.reshape(bounded_batch_shapes(ov, inputs, self.max_batch_size))
