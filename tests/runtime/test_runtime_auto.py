@@ -85,3 +85,21 @@ def test_auto_over_http_shows_its_choice(server_factory, models):
     assert "onnxruntime=" in params["auto_p50_ms"] and "openvino=" in params["auto_p50_ms"]
     assert probs.shape == (2, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
     assert "backend auto: serving on" in server.log()
+
+
+def test_quantized_models_are_recognised_from_their_operators(tmp_path, models):
+    from modeldeploy_runtime.backends.onnx import is_quantized
+    from onnx import TensorProto, helper, numpy_helper
+    from runtime_helpers import _save
+
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+                     numpy_helper.from_array(np.array(128, np.uint8), "z")],
+    )  # fmt: skip
+    assert is_quantized(str(_save(graph, tmp_path / "qdq.onnx")))
+    assert not is_quantized(str(models["cnn"])) and not is_quantized(str(tmp_path / "missing.onnx"))
