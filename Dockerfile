@@ -81,13 +81,14 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
 ENTRYPOINT ["modeldeploy-runtime"]
 CMD ["serve"]
 
-# The CPU runtime: the same server on onnxruntime's CPU provider, in a virtual environment like the
-# operator's, so no compiler or pip cache reaches the image.
+# The CPU runtime: the same server on onnxruntime's CPU provider, OpenVINO (bf16 on CPUs that have
+# it) and LiteRT (.tflite), in a virtual environment like the operator's, so no compiler or pip
+# cache reaches the image.
 FROM ${PYTHON_IMAGE} AS runtime-cpu-build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=source /src /src
 RUN python -m venv /opt/modeldeploy \
- && /opt/modeldeploy/bin/pip install --no-cache-dir "/src[runtime]"
+ && /opt/modeldeploy/bin/pip install --no-cache-dir "/src[runtime,openvino,litert]"
 
 FROM ${PYTHON_IMAGE} AS runtime-cpu
 RUN groupadd --system --gid 10001 modeldeploy \

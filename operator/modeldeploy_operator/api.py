@@ -46,17 +46,22 @@ class StrEnum(str, enum.Enum):
 class ModelFormat(StrEnum):
     ONNX = "onnx"
     TENSORRT = "tensorrt"
+    TFLITE = "tflite"
 
 
 class Backend(StrEnum):
     ONNXRUNTIME = "onnxruntime"
     TENSORRT = "tensorrt"
+    OPENVINO = "openvino"
+    LITERT = "litert"
+    AUTO = "auto"
 
 
 class Precision(StrEnum):
     FP32 = "fp32"
     FP16 = "fp16"
     INT8 = "int8"
+    BF16 = "bf16"
 
 
 class LatencyGate(StrEnum):
@@ -81,7 +86,10 @@ class ModelSource(Model):
     )
     format: ModelFormat = Field(
         default=ModelFormat.ONNX,
-        description="`onnx` for an ONNX model, `tensorrt` for a serialized TensorRT engine (GPU only).",
+        description=(
+            "`onnx` for an ONNX model, `tensorrt` for a serialized TensorRT engine (GPU only), "
+            "`tflite` for a LiteRT (TensorFlow Lite) model."
+        ),
     )
     name: str | None = Field(
         default=None,
@@ -164,13 +172,19 @@ class Runtime(Model):
     image_pull_secrets: list[str] = Field(default_factory=list, description="Names of Secrets used to pull the image.")
     backend: Backend | None = Field(
         default=None,
-        description="`onnxruntime` or `tensorrt`. Defaults to `onnxruntime` for ONNX models, `tensorrt` for engines.",
+        description=(
+            "`onnxruntime`, `tensorrt`, `openvino` (ONNX models on the CPU; needed for bf16), `litert` "
+            "(tflite models) or `auto` (an ONNX model on a CPU-only pod: ONNX Runtime and OpenVINO are timed at "
+            "warm-up and the faster one that agrees with ONNX Runtime serves; the choice is in model metadata). "
+            "Defaults to `onnxruntime` for ONNX models, `tensorrt` for engines, `litert` for tflite."
+        ),
     )
     precision: Precision = Field(
         default=Precision.FP32,
         description=(
             "fp32, fp16 or int8: precision of the TensorRT execution provider when an ONNX model runs on a GPU. "
-            "Engines carry their own precision. For INT8 on CPU, quantize the model with `modeldeploy optimize`."
+            "Engines carry their own precision. For INT8 on CPU, quantize the model with `modeldeploy optimize`. "
+            "bf16: backend openvino on a CPU with AVX512_BF16 or AMX_BF16 instructions; refused at startup elsewhere."
         ),
     )
     batching: Batching = Field(default_factory=Batching, description="Dynamic batching.")
@@ -335,6 +349,8 @@ class ModelDeploymentSpec(Model):
     def backend(self) -> Backend:
         if self.runtime.backend is not None:
             return self.runtime.backend
+        if self.model.format == ModelFormat.TFLITE:
+            return Backend.LITERT
         return Backend.TENSORRT if self.model.format == ModelFormat.TENSORRT else Backend.ONNXRUNTIME
 
 

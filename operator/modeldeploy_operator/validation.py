@@ -80,7 +80,11 @@ def validate_spec(spec: api.ModelDeploymentSpec, name: str | None = None) -> lis
         problems.append(
             Problem("spec.resources.gpu", "TensorRT engines run only on GPUs: set spec.resources.gpu to 1 or more")
         )
-    if runtime.precision != api.Precision.FP32 and res.gpu == 0:
+    if runtime.precision == api.Precision.BF16 and spec.backend not in (api.Backend.OPENVINO, api.Backend.AUTO):
+        problems.append(
+            Problem("spec.runtime.precision", "bf16 is served by backend openvino: set spec.runtime.backend")
+        )
+    if runtime.precision in (api.Precision.FP16, api.Precision.INT8) and res.gpu == 0:
         problems.append(
             Problem(
                 "spec.runtime.precision",

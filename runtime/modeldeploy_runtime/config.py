@@ -39,11 +39,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("model_name", "MODELDEPLOY_MODEL_NAME", "--name", "str", None, "served model name"),
     Setting("model_version", "MODELDEPLOY_MODEL_VERSION", "--version", "str", "1", "served version"),
     Setting("model_format", "MODELDEPLOY_MODEL_FORMAT", "--format", "choice", "",
-            "model format (default: from the file suffix)", choices=("onnx", "tensorrt")),
+            "model format (default: from the file suffix)", choices=("onnx", "tensorrt", "tflite")),
     Setting("backend", "MODELDEPLOY_BACKEND", "--backend", "choice", "",
-            "inference backend (default: from the format)", choices=("onnxruntime", "tensorrt")),
+            "inference backend (default: from the format)", choices=("onnxruntime", "tensorrt", "openvino", "litert", "auto")),
     Setting("precision", "MODELDEPLOY_PRECISION", "--precision", "choice", "fp32",
-            "TensorRT execution provider precision", choices=("fp32", "fp16", "int8")),
+            "precision: fp16/int8 for the TensorRT execution provider, bf16 on OpenVINO (CPUs with bf16 instructions)",
+            choices=("fp32", "fp16", "int8", "bf16")),
     Setting("require_gpu", "MODELDEPLOY_REQUIRE_GPU", "--require-gpu", "bool", False,
             "refuse to start unless a GPU provider really works"),
     Setting("max_batch_size", "MODELDEPLOY_MAX_BATCH_SIZE", "--max-batch-size", "int", 8,
@@ -82,6 +83,9 @@ SETTINGS: tuple[Setting, ...] = (
 )  # fmt: skip
 
 _BY_FIELD = {s.field: s for s in SETTINGS}
+# The backend a model format gets when none is set, and the backends that can serve each format.
+DEFAULT_BACKEND = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "tflite": "litert"}
+SERVES = {"onnx": ("onnxruntime", "openvino", "auto"), "tensorrt": ("tensorrt",), "tflite": ("litert",)}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -199,6 +203,8 @@ def _suffix_format(path: str) -> str | None:
         return "onnx"
     if tail.endswith((".engine", ".plan")):
         return "tensorrt"
+    if tail.endswith(".tflite"):
+        return "tflite"
     return None
 
 
@@ -255,10 +261,10 @@ def validate(values: dict[str, Any]) -> RuntimeConfig:
     if not fmt:
         raise ConfigError(
             f"{_where(_BY_FIELD['model_format'])} is not set and {path!r} has no known suffix "
-            "(.onnx, .engine, .plan); set it to onnx or tensorrt"
+            "(.onnx, .engine, .plan, .tflite); set it to onnx, tensorrt or tflite"
         )
     values["model_format"] = fmt
-    backend = values["backend"] or ("tensorrt" if fmt == "tensorrt" else "onnxruntime")
+    backend = values["backend"] or DEFAULT_BACKEND[fmt]
     if fmt == "tensorrt" and backend != "tensorrt":
         raise ConfigError(
             f"{_where(_BY_FIELD['backend'])} is {backend!r} but the model is a TensorRT "
@@ -270,7 +276,23 @@ def validate(values: dict[str, Any]) -> RuntimeConfig:
             "with `modeldeploy optimize`, or set it to onnxruntime (which uses the TensorRT "
             "execution provider when a GPU is present)"
         )
+    if backend not in SERVES[fmt]:
+        raise ConfigError(
+            f"{_where(_BY_FIELD['backend'])} is {backend!r} but the model is {fmt}; set it to "
+            f"{' or '.join(SERVES[fmt])} or leave it unset"
+        )
     values["backend"] = backend
+    precision = values["precision"]
+    if precision == "bf16" and backend not in ("openvino", "auto"):
+        raise ConfigError(
+            f"{_where(_BY_FIELD['precision'])} is bf16, which only the openvino backend serves (on CPUs with "
+            f"bf16 instructions); set MODELDEPLOY_BACKEND to openvino, or the precision to fp32"
+        )
+    if precision == "fp16" and backend in ("openvino", "litert"):
+        raise ConfigError(
+            f"{_where(_BY_FIELD['precision'])} is fp16, which the {backend} backend does not serve on the CPU; "
+            "set it to fp32" + (" or bf16" if backend == "openvino" else "")
+        )
     if values["latency_budget_ms"] > 0 and values["warmup_requests"] < 1:
         raise ConfigError(
             f"{_where(_BY_FIELD['warmup_requests'])} is 0 but a latency budget is set; set it to 1 or more "

@@ -74,3 +74,29 @@ def threads_for(limit: float | None, usable: int) -> int:
 
 def default_threads(root: str = CGROUP_ROOT) -> int:
     return threads_for(cgroup_cpu_limit(root), usable_cpus())
+
+
+# bf16 compute on x86: AVX-512 BF16 (Cooper Lake, Zen 4 and later) or AMX-BF16 (Sapphire Rapids
+# and later). OpenVINO runs bf16 on either; without them it would emulate and run slower than fp32.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The instruction-set flags of the first CPU in ``path`` (empty where it cannot be read)."""
+    text = _read(path) or ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def bf16_missing(flags: frozenset[str] | set[str]) -> str | None:
+    """Why this CPU cannot serve bf16 (naming the instruction sets it lacks), or None when it can."""
+    if any(flag in flags for flag in BF16_FLAGS):
+        return None
+    return (
+        "this CPU lacks the AVX512_BF16 and AMX_BF16 instruction sets (flags avx512_bf16, amx_bf16 in "
+        "/proc/cpuinfo) that bf16 inference needs; schedule the pod on such a node (Intel Cooper Lake or "
+        "Sapphire Rapids and later, AMD Zen 4 and later) or set precision fp32"
+    )

@@ -20,7 +20,7 @@ import time
 
 from .app import BINARY_HEADER, App
 from .backends import load_backend
-from .backends.base import Backend, BackendError, GpuUnavailableError
+from .backends.base import Backend, BackendError, GpuUnavailableError, UnsupportedConfigurationError
 from .config import RuntimeConfig
 from .cpu import default_threads
 from .dataplane import DataPlane
@@ -48,6 +48,8 @@ def load_model(config: RuntimeConfig, threads: int) -> tuple[Backend, float | No
         backend = load_backend(config, path, threads=threads)
     except GpuUnavailableError as exc:
         raise GpuUnavailable(str(exc)) from exc
+    except UnsupportedConfigurationError as exc:
+        raise InvalidConfiguration(str(exc)) from exc
     except BackendError as exc:
         raise ModelLoadFailed(str(exc)) from exc
     log.info(

@@ -74,10 +74,15 @@ def test_each_image_installs_only_its_own_extra():
     cpu_installs = " ".join(args_of(st["runtime-cpu-build"], "RUN"))
     assert re.findall(r"\[([\w,]+)\]", operator_installs) == ["operator"]
     assert re.findall(r"\[([\w,]+)\]", runtime_installs) == ["gpu"]
-    assert re.findall(r"\[([\w,]+)\]", cpu_installs) == ["runtime"]
+    assert re.findall(r"\[([\w,]+)\]", cpu_installs) == ["runtime,openvino,litert"]
     assert not any(dep.startswith(("onnxruntime-gpu", "tensorrt", "pycuda")) for dep in extras["runtime"])
     assert "kopf" not in " ".join(extras["gpu"]) + " ".join(extras["serve"])
     assert not any(dep.startswith(("onnxruntime", "tensorrt")) for dep in extras["operator"])
+    # The extra engines are their own extras: no other extra but dev pulls them in.
+    for engine in ("openvino", "ai-edge-litert"):
+        assert [name for name, deps in extras.items() if any(d.startswith(engine) for d in deps)] == [
+            "openvino" if engine == "openvino" else "litert"
+        ]
     # The operator image copies the venv built from the operator extra, nothing else.
     assert args_of(st["operator"], "COPY") == ["--from=operator-build /opt/modeldeploy /opt/modeldeploy"]
     assert "--from=runtime-cpu-build /opt/modeldeploy /opt/modeldeploy" in args_of(st["runtime-cpu"], "COPY")

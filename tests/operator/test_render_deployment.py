@@ -159,11 +159,18 @@ def test_served_name_defaults_to_the_resource_name():
         ({"format": "onnx"}, {}, "onnxruntime"),
         ({"format": "tensorrt"}, {}, "tensorrt"),
         ({"format": "onnx"}, {"backend": "onnxruntime", "precision": "fp16"}, "onnxruntime"),
+        ({"format": "tflite"}, {}, "litert"),
+        ({"format": "onnx"}, {"backend": "openvino", "precision": "bf16"}, "openvino"),
     ],
-    ids=["onnx-default", "engine-default", "explicit"],
+    ids=["onnx-default", "engine-default", "explicit", "tflite-default", "openvino"],
 )
 def test_backend_defaults_from_the_model_format(model, runtime, backend):
     assert env_value("MODELDEPLOY_BACKEND", model=model, runtime=runtime) == backend
+
+
+def test_bf16_on_openvino_reaches_the_container():
+    values = {k: v.get("value") for k, v in env(runtime={"backend": "openvino", "precision": "bf16"}).items()}
+    assert (values["MODELDEPLOY_BACKEND"], values["MODELDEPLOY_PRECISION"]) == ("openvino", "bf16")
 
 
 def test_runtime_knobs_reach_the_container_as_documented_env():

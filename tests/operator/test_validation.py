@@ -34,6 +34,7 @@ PROBLEMS = {
     ),
     "fp16-on-cpu": ({"runtime": {"precision": "fp16"}, **CPU}, "spec.runtime.precision", "set spec.resources.gpu >= 1"),
     "int8-on-cpu": ({"runtime": {"precision": "int8"}, **CPU}, "spec.runtime.precision", "modeldeploy optimize --int8"),
+    "bf16-on-onnxruntime": ({"runtime": {"precision": "bf16"}, **CPU}, "spec.runtime.precision", "backend openvino"),
     "gpu-product-without-gpu": (
         {"resources": {"gpu": 0, "gpuProduct": "NVIDIA-A100-SXM4-80GB"}},
         "spec.resources.gpuProduct",
@@ -215,6 +216,8 @@ VALID = {
     "engine-on-gpu": {"model": {"format": "tensorrt", "uri": "/m.plan"}, "resources": {"gpu": 1}},
     "fp16-on-gpu": {"runtime": {"precision": "fp16"}, "resources": {"gpu": 1, "gpuProduct": "NVIDIA-L4"}},
     "url-with-sha256": {"model": {"uri": "https://e.com/m.onnx", "sha256": "ab" * 32}},
+    "bf16-on-openvino": {"runtime": {"backend": "openvino", "precision": "bf16"}, **CPU},
+    "tflite-on-litert": {"model": {"format": "tflite", "uri": "/m.tflite"}, **CPU},
     "scaled-on-metrics-only": {
         **CPU,
         "autoscaling": {**SCALED, "metrics": [{"name": "modeldeploy_inflight_requests", "targetAverageValue": "4"}]},

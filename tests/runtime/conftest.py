@@ -12,6 +12,7 @@ from runtime_helpers import (
     fixed_shape_model,
     pairs_model,
     slow_model,
+    small_cnn_model,
     start_server,
     string_model,
     two_input_model,
@@ -28,6 +29,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
         "strings": string_model(root / "strings.onnx"),
         "slow": slow_model(root / "slow.onnx"),
         "pairs": pairs_model(root / "pairs.onnx"),
+        "cnn": small_cnn_model(root / "cnn.onnx"),
     }
 
 

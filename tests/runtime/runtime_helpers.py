@@ -124,6 +124,29 @@ def slow_model(path: Path, layers: int = 200, width: int = 512) -> Path:
     return _save(graph, path)
 
 
+def small_cnn_model(path: Path, classes: int = 10, seed: int = 0) -> Path:
+    """Conv + Relu + global pooling + Gemm + Softmax on FP32 [batch, 3, 16, 16] -> [batch, classes]:
+    a tiny image classifier with random weights, on which engines can be compared."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((8, 3, 3, 3)) / np.sqrt(27)).astype(np.float32)
+    fc = (rng.standard_normal((8, classes)) * 2).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+            helper.make_node("Flatten", ["p"], ["f"]),
+            helper.make_node("Gemm", ["f", "fc"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+        ],
+        "small_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", classes])],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(fc, "fc")],
+    )
+    return _save(graph, path)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

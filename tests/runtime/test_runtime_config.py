@@ -39,7 +39,7 @@ def test_queue_timeout_from_environment_or_flag():
 @pytest.mark.parametrize(
     ("path", "fmt", "backend"),
     [("/m/model.onnx", "onnx", "onnxruntime"), ("/m/model.engine", "tensorrt", "tensorrt"),
-     ("/m/model.plan", "tensorrt", "tensorrt")],
+     ("/m/model.plan", "tensorrt", "tensorrt"), ("/m/model.tflite", "tflite", "litert")],
 )  # fmt: skip
 def test_format_and_backend_follow_the_suffix(path, fmt, backend):
     config = load_config([], {**BASE, "MODELDEPLOY_MODEL_PATH": path})
@@ -61,7 +61,12 @@ def test_format_and_backend_follow_the_suffix(path, fmt, backend):
         ({"MODELDEPLOY_MODEL_PATH": "https://h/m.onnx"}, ["MODELDEPLOY_MODEL_SHA256", "required"]),
         ({"MODELDEPLOY_MODEL_SHA256": "abc"}, ["MODELDEPLOY_MODEL_SHA256", "64 hex digits"]),
         ({"MODELDEPLOY_MODEL_PATH": "s3://b/m.onnx"}, ["MODELDEPLOY_MODEL_PATH", "http(s)://"]),
-        ({"MODELDEPLOY_MODEL_PATH": "/m/model.bin"}, ["MODELDEPLOY_MODEL_FORMAT", "onnx or tensorrt"]),
+        ({"MODELDEPLOY_MODEL_PATH": "/m/model.bin"}, ["MODELDEPLOY_MODEL_FORMAT", "onnx, tensorrt or tflite"]),
+        ({"MODELDEPLOY_PRECISION": "bf16"}, ["MODELDEPLOY_PRECISION", "MODELDEPLOY_BACKEND to openvino"]),
+        ({"MODELDEPLOY_BACKEND": "openvino", "MODELDEPLOY_PRECISION": "fp16"}, ["MODELDEPLOY_PRECISION", "fp32 or bf16"]),
+        ({"MODELDEPLOY_BACKEND": "litert"}, ["MODELDEPLOY_BACKEND", "onnxruntime or openvino"]),
+        ({"MODELDEPLOY_MODEL_PATH": "/m/model.tflite", "MODELDEPLOY_BACKEND": "openvino"},
+         ["MODELDEPLOY_BACKEND", "litert"]),
         ({"MODELDEPLOY_BACKEND": "tensorrt"}, ["MODELDEPLOY_BACKEND", "modeldeploy optimize"]),
         ({"MODELDEPLOY_MODEL_NAME": "a/b"}, ["MODELDEPLOY_MODEL_NAME", "'/'"]),
         ({"MODELDEPLOY_METRICS_PORT": "8080"}, ["MODELDEPLOY_METRICS_PORT", "another port"]),
@@ -91,3 +96,9 @@ def test_repr_hides_the_token():
 def test_file_uri_is_a_path():
     config = load_config([], {**BASE, "MODELDEPLOY_MODEL_PATH": "file:///opt/models/digits.onnx"})
     assert config.model_path == "/opt/models/digits.onnx" and not config.is_url
+
+
+@pytest.mark.parametrize("backend", ["openvino", "auto"])
+def test_bf16_on_openvino_or_auto_is_accepted(backend):
+    config = load_config([], {**BASE, "MODELDEPLOY_BACKEND": backend, "MODELDEPLOY_PRECISION": "bf16"})
+    assert (config.backend, config.precision) == (backend, "bf16")

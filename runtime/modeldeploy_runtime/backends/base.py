@@ -39,6 +39,12 @@ class GpuUnavailableError(BackendError):
     server reports it as ``gpu unavailable: ...`` rather than as a model load failure."""
 
 
+class UnsupportedConfigurationError(BackendError):
+    """The model loads but cannot be served as configured on this machine (bf16 on a CPU without
+    bf16 instructions): the server reports it as ``invalid
+    configuration: ...``, a setting to change rather than a broken model."""
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One model input or output. Dynamic dimensions are -1; when the backend batches, shape[0]
@@ -53,7 +59,7 @@ class TensorSpec:
 class BackendInfo:
     """What metadata shows about how the model is really being run."""
 
-    platform: str  # "onnxruntime_onnx" or "tensorrt_plan" (Triton's platform names)
+    platform: str  # "onnxruntime_onnx", "tensorrt_plan", "openvino_onnx", "litert_tflite"
     providers: list[str] = field(default_factory=list)  # providers really in use, in priority order
     device: str = "cpu"  # "cpu" or "gpu"
     precision: str = "fp32"

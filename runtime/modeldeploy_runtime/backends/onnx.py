@@ -157,9 +157,24 @@ _CONV_OP_TYPES = tuple(
 def has_convolutions(model_path: str) -> bool:
     """Whether the ONNX file holds a convolution node, read from its protobuf bytes (the serving
     image has no onnx package). A chance match in weight data would only cost GPU memory."""
+    return _has_op(model_path, _CONV_OP_TYPES)
+
+
+# How the op_type field spells the operators of a quantized (QDQ or QOperator) model.
+_QUANT_OP_TYPES = tuple(
+    b'"' + bytes([len(op)]) + op for op in (b"QuantizeLinear", b"DequantizeLinear", b"QLinearConv", b"QLinearMatMul")
+)
+
+
+def is_quantized(model_path: str) -> bool:
+    """Whether the ONNX file holds quantization operators (read as has_convolutions reads)."""
+    return _has_op(model_path, _QUANT_OP_TYPES)
+
+
+def _has_op(model_path: str, patterns: tuple[bytes, ...]) -> bool:
     try:
         with open(model_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return any(data.find(op) != -1 for op in _CONV_OP_TYPES)  # mapped: a large model is not read into memory
+            return any(data.find(op) != -1 for op in patterns)  # mapped: a large model is not read into memory
     except (OSError, ValueError):  # missing, unreadable or empty
         return False
 

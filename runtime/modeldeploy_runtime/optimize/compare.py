@@ -74,6 +74,8 @@ class Comparison:
     candidate: str
     samples: int
     outputs: list[OutputDiff]
+    reference_runs_on: str = ""
+    candidate_runs_on: str = ""  # the engine and precision, e.g. "openvino 2026.4.1 bf16"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -107,6 +109,8 @@ def compare_models(reference: Runner, candidate: Runner, samples: data_mod.Sampl
         candidate=str(candidate.path),
         samples=data_mod.count(samples, specs),
         outputs=[diffs[n] for n in common],
+        reference_runs_on=reference.description,
+        candidate_runs_on=candidate.description,
     )
 
 
@@ -157,8 +161,10 @@ def format_table(comparison: Comparison) -> str:
         rows.append((o.name, _num(o.max_abs_error), _num(o.max_rel_error), top1))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [
-        f"original:  {comparison.reference}",
-        f"optimized: {comparison.candidate}",
+        f"original:  {comparison.reference}"
+        + (f" ({comparison.reference_runs_on})" if comparison.reference_runs_on else ""),
+        f"optimized: {comparison.candidate}"
+        + (f" ({comparison.candidate_runs_on})" if comparison.candidate_runs_on else ""),
         f"samples:   {comparison.samples}",
         "",
     ]

@@ -1,4 +1,5 @@
-"""Running a model file in-process, whatever it is: ONNX through ONNX Runtime, or a TensorRT engine.
+"""Running a model file in-process, whatever it is: ONNX through ONNX Runtime or OpenVINO, a
+.tflite file through LiteRT, or a TensorRT engine.
 
 Validation and benchmarks must run the original and the optimized model the same way, so both go
 through one small interface. GPU execution is asked for explicitly and verified: onnxruntime-gpu
@@ -18,6 +19,9 @@ import numpy as np
 from ..backends.base import V2_TO_NUMPY, BackendError, GpuUnavailableError
 
 ENGINE_SUFFIXES = (".engine", ".plan")
+ENGINES = ("onnxruntime", "openvino")  # what runs an ONNX file (--engine)
+# rows the OpenVINO and LiteRT runners take per run; their backends bound the batch dimension
+RUNNER_MAX_BATCH = 64
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 # ONNX Runtime's type strings -> numpy
@@ -133,11 +137,52 @@ class EngineRunner:
         self._backend.close()
 
 
-def open_model(path: str | Path, *, provider: str = "cpu", threads: int = 0) -> Runner:
-    """ONNX files run with ONNX Runtime on `provider`; .engine/.plan files with TensorRT (GPU)."""
+class BackendRunner:
+    """A CPU backend of the server (OpenVINO, LiteRT) run in process, exactly as it serves."""
+
+    def __init__(self, path: Path, backend, description: str):
+        self._backend = backend
+        self.path = path
+        self.inputs = [InputSpec(t.name, V2_TO_NUMPY[t.datatype], t.shape) for t in backend.inputs]
+        self.output_names = [t.name for t in backend.outputs]
+        self.description = description
+        self.max_batch_size = backend.max_batch_size
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._backend.infer(dict(feeds))
+
+    def close(self) -> None:
+        self._backend.close()
+
+
+def _threads(threads: int) -> int:
+    from ..cpu import default_threads
+
+    return threads or default_threads()
+
+
+def open_model(
+    path: str | Path, *, provider: str = "cpu", threads: int = 0, engine: str = "onnxruntime", precision: str = "fp32"
+) -> Runner:
+    """ONNX files run with ONNX Runtime on `provider`, or with OpenVINO at `precision` (fp32 or
+    bf16) when `engine` is openvino; .tflite files with LiteRT; .engine/.plan files with TensorRT (GPU)."""
     path = Path(path)
     if not path.is_file():
         raise BackendError(f"model file {path} does not exist")
     if is_engine(path):
         return EngineRunner(path)
+    if path.suffix.lower() == ".tflite":
+        from ..backends.litert import LiteRtBackend
+
+        backend = LiteRtBackend(str(path), max_batch_size=RUNNER_MAX_BATCH, threads=_threads(threads))
+        return BackendRunner(path, backend, f"litert {backend.info.extra['litert']}")
+    if engine == "openvino":
+        from ..backends.openvino import OpenVinoBackend
+
+        backend = OpenVinoBackend(
+            str(path), max_batch_size=RUNNER_MAX_BATCH, threads=_threads(threads), precision=precision
+        )
+        return BackendRunner(path, backend, f"openvino {backend.info.extra['openvino']} {backend.info.precision}")
+    if precision not in ("fp32", "int8"):
+        raise BackendError(f"precision {precision} on ONNX Runtime's CPU provider: use --engine openvino")
     return OrtRunner(path, provider=provider, threads=threads)

@@ -23,6 +23,8 @@ EPILOG = """examples:
   modeldeploy bench model.onnx model.int8.onnx --batch-sizes 1,8,32
   modeldeploy bench model.onnx --provider cuda                    (GPU)
   modeldeploy bench model.fp16.engine --batch-sizes 1,32          (GPU)
+  modeldeploy bench model.onnx --engine openvino --precision bf16 --batch-sizes 1,8
+  modeldeploy bench model.tflite --batch-sizes 1
   modeldeploy bench --url http://localhost:8080 --model-name resnet --concurrency 1,8 --protocol binary
 """
 
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "models", nargs="*", metavar="MODEL", help="model files to run in-process (.onnx, .engine/.plan)"
+        "models", nargs="*", metavar="MODEL", help="model files to run in-process (.onnx, .tflite, .engine/.plan)"
     )
     parser.add_argument("--batch-sizes", default="1,8,32", metavar="LIST", help="comma-separated (default 1,8,32)")
     parser.add_argument("--duration", type=float, default=5.0, metavar="SECONDS", help="per measurement (default 5)")
@@ -44,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     local = parser.add_argument_group("in-process")
     local.add_argument(
         "--provider", choices=("cpu", "cuda"), default="cpu", help="ONNX Runtime provider (cuda needs a GPU)"
+    )
+    local.add_argument(
+        "--engine", choices=("onnxruntime", "openvino"), default="onnxruntime", help="what runs .onnx files"
+    )
+    local.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32", help="OpenVINO precision (bf16: --engine openvino)"
     )
     local.add_argument(
         "--threads", type=int, default=0, metavar="N", help="ONNX Runtime intra-op threads (0: its default)"
@@ -107,7 +115,15 @@ def _files(args: argparse.Namespace, batch_sizes: list[int]):
         raise UsageError("--model-name and --concurrency apply to --url only")
     results = []
     for path in args.models:
-        runner = open_model(check_file(path, "MODEL"), provider=args.provider, threads=args.threads)
+        if args.precision == "bf16" and args.engine != "openvino":
+            raise UsageError("--precision bf16 runs on OpenVINO: add --engine openvino")
+        runner = open_model(
+            check_file(path, "MODEL"),
+            provider=args.provider,
+            threads=args.threads,
+            engine=args.engine,
+            precision=args.precision,
+        )
         try:
             samples = input_data(args, runner.inputs) if args.data else None
             sizes = batch_sizes if any(s.batched for s in runner.inputs) else [1]

@@ -25,6 +25,8 @@ examples:
   modeldeploy validate model.onnx model.int8.onnx --data heldout/
   modeldeploy validate model.onnx model.fp16.engine --min-top1 0.995        (GPU)
   modeldeploy validate encoder.onnx encoder.int8.onnx --max-abs-error 0.05
+  modeldeploy validate model.onnx --engine openvino --precision bf16 --data heldout/
+  modeldeploy validate model.onnx model.tflite                  (the same model converted to LiteRT)
 """
 
 
@@ -36,8 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("original", help="the reference model (.onnx)")
-    parser.add_argument("optimized", help="the optimized model (.onnx, or a TensorRT .engine/.plan on a GPU)")
+    parser.add_argument("original", help="the reference model (.onnx or .tflite), run at FP32 on ONNX Runtime")
+    parser.add_argument(
+        "optimized",
+        nargs="?",
+        help="the optimized model (.onnx, .tflite, or a TensorRT .engine/.plan on a GPU); default: the original "
+        "again, on --engine at --precision",
+    )
     add_data_args(parser, default_samples=1000)
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="inputs per inference (default 32)")
     parser.add_argument(
@@ -61,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("cpu", "cuda"),
         default="cpu",
         help="ONNX Runtime provider for .onnx models (cuda needs a GPU)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("onnxruntime", "openvino"),
+        default="onnxruntime",
+        help="what runs the optimized ONNX model (default onnxruntime)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="precision of the optimized model on --engine openvino (bf16 needs a CPU with bf16 instructions)",
     )
     parser.add_argument("--threads", type=int, default=0, metavar="N", help="ONNX Runtime threads (0: its default)")
     parser.add_argument("--json", metavar="PATH", help="write the report as JSON here ('-' for stdout)")
@@ -87,10 +106,16 @@ def run(args: argparse.Namespace) -> int:
         if args.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
         original = check_file(args.original, "ORIGINAL")
-        optimized = check_file(args.optimized, "OPTIMIZED")
+        if args.precision == "bf16" and args.engine != "openvino":
+            raise UsageError("--precision bf16 runs on OpenVINO: add --engine openvino")
+        optimized = check_file(args.optimized, "OPTIMIZED") if args.optimized else original
+        if not args.optimized and args.engine == "onnxruntime":
+            raise UsageError("give OPTIMIZED, or --engine openvino to compare the model with itself on OpenVINO")
         reference = open_model(original, provider=args.provider, threads=args.threads)
         runners.append(reference)
-        candidate = open_model(optimized, provider=args.provider, threads=args.threads)
+        candidate = open_model(
+            optimized, provider=args.provider, threads=args.threads, engine=args.engine, precision=args.precision
+        )
         runners.append(candidate)
         samples = input_data(args, reference.inputs)
         limits = [r.max_batch_size for r in runners if r.max_batch_size]
