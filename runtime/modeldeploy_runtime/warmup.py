@@ -55,10 +55,14 @@ def percentile(samples: Sequence[float], q: float) -> float:
 def run_warmup(backend: Backend, requests: int) -> list[float]:
     """Latencies in seconds of ``requests`` single inferences, after one untimed first run that
     pays the one-time costs."""
-    inputs = warmup_inputs(backend.inputs, backend.max_batch_size > 0)
+    return time_inferences(backend, warmup_inputs(backend.inputs, backend.max_batch_size > 0), requests)
+
+
+def time_inferences(backend: Backend, inputs: dict, runs: int) -> list[float]:
+    """Latencies in seconds of ``runs`` inferences of ``inputs``, after one untimed run."""
     backend.infer(inputs)
     latencies = []
-    for _ in range(requests):
+    for _ in range(runs):
         start = time.perf_counter()
         backend.infer(inputs)
         latencies.append(time.perf_counter() - start)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,13 +51,9 @@ def agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
 
 def time_backend(backend: Backend, inputs: dict[str, np.ndarray], runs: int = TIMED_RUNS) -> float:
     """Median latency in ms of ``runs`` inferences after one untimed run."""
-    backend.infer(inputs)
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        backend.infer(inputs)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000.0
+    from ..warmup import time_inferences
+
+    return statistics.median(time_inferences(backend, inputs, runs)) * 1000.0
 
 
 def choose(loaders: dict[str, Callable[[], Backend]], precision: str, runs: int = TIMED_RUNS) -> Backend:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -316,16 +315,10 @@ class OnnxBackend:
     def _probe_latency(self, runs: int = 3) -> float:
         """Median latency of a single inference (0 when the model cannot run on generated inputs;
         warm-up will then report why)."""
-        from ..warmup import warmup_inputs
+        from ..warmup import time_inferences, warmup_inputs
 
-        inputs = warmup_inputs(self.inputs, self.max_batch_size > 0)
         try:
-            self.infer(inputs)
-            samples = []
-            for _ in range(runs):
-                start = time.perf_counter()
-                self.infer(inputs)
-                samples.append(time.perf_counter() - start)
+            samples = time_inferences(self, warmup_inputs(self.inputs, self.max_batch_size > 0), runs)
         except Exception:
             return 0.0
         return sorted(samples)[len(samples) // 2]
