@@ -47,6 +47,8 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     selector = f"{naming.MANAGED_BY_LABEL}={naming.OPERATOR_NAME}"
     settings.watching.label_selectors["apps", "v1", "deployments"] = selector
     settings.watching.label_selectors["v1", "pods"] = selector
+    settings.watching.label_selectors["v1", "services"] = selector
+    settings.watching.label_selectors["networking.k8s.io", "v1", "networkpolicies"] = selector
     State.kube = Kube.from_environment()
     State.settings = Settings(runtime_image=CONFIG.runtime_image, api_versions=State.kube.discover_api_versions())
     State.coalescer = Coalescer(run)
@@ -83,6 +85,10 @@ def cleanup(**_: Any) -> None:
 
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
 @kopf.on.event("v1", "pods", labels=OWNED)
+# A hand edit of the Service (its ports, its selector) or of the NetworkPolicy (who may call the
+# model) is repaired within seconds, not at the next resync.
+@kopf.on.event("v1", "services", labels=OWNED)
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=OWNED)
 def child_changed(namespace: str, labels: dict[str, str], type: str | None, **_: Any) -> None:  # noqa: A002
     owner = labels.get(naming.NAME_LABEL)
     if owner and type is not None:  # type None: the initial listing; resume covers it
