@@ -197,6 +197,16 @@ def json_numbers():
     return json_request(big_json(b"0.123456", 57 * MB // 9))
 
 
+def json_escaped(megabytes: int):
+    """JSON strings with escapes, which only a whole-document parse reads: up to 16 MiB it is
+    parsed (and refused for FP32), past it refused unparsed."""
+
+    def build():
+        return json_request(big_json(b'"a\\"b"', megabytes * MB // 7))
+
+    return build
+
+
 # name -> (what builds the attack, auth on)
 ATTACKS = {
     "declared-sequential": (lambda: declared_sequential, False),
@@ -204,6 +214,8 @@ ATTACKS = {
     "chunk-flood": (lambda: chunk_flood, False),
     "json-strings-57mb": (json_strings, False),
     "json-numbers-57mb": (json_numbers, False),
+    "json-escaped-15mb": (json_escaped(15), False),
+    "json-escaped-57mb": (json_escaped(57), False),
 }
 
 
