@@ -36,6 +36,7 @@ import kubernetes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "hack"), str(ROOT)]
+import chart  # noqa: E402
 import images  # noqa: E402
 import realnode  # noqa: E402
 from localcluster import LocalCluster, free_port  # noqa: E402
@@ -332,14 +333,11 @@ def start_node(workdir: Path) -> realnode.RealNode:
     print(f"node Ready in {node.timings['node_ready_s']:.1f} s: kubelet, containerd, kube-proxy, kube-scheduler")
     print(f"export KUBECONFIG={node.kubeconfig}")
     say("helm install: the operator runs in the cluster, under the chart's ServiceAccount")
-    helm = subprocess.run(["bash", str(ROOT / "hack" / "install-helm.sh")], capture_output=True, text=True).stdout
-    repo, tag = refs["operator"].rsplit(":", 1)
-    argv = [helm.strip(), f"--kubeconfig={node.kubeconfig}", "upgrade", "--install", "modeldeploy-operator",
-            str(ROOT / "charts" / "modeldeploy-operator"), "--namespace", "modeldeploy-system", "--create-namespace",
-            "--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
-            "--set", f"runtime.image={refs['runtime-cpu']}", "--wait", "--timeout", "180s"]  # fmt: skip
     print("$ helm upgrade --install modeldeploy-operator charts/modeldeploy-operator -n modeldeploy-system ...")
-    subprocess.run(argv, check=True, timeout=240, stdout=subprocess.DEVNULL)
+    installed = chart.install(node.kubeconfig, refs)
+    if installed.returncode != 0:
+        node.stop()
+        raise SystemExit(f"helm install failed: {installed.stderr or installed.stdout}")
     return node
 
 

@@ -274,16 +274,12 @@ class LocalCluster:
             time.sleep(0.2)
         raise TimeoutError(f"kube-controller-manager did not start within {timeout}s")
 
-    def stop_process(self, name: str, timeout: float = 10) -> None:
+    def stop_process(self, name: str, timeout: float = 15) -> bool:
+        """Stops one component (a real node stops them in its own order); False if it has none."""
         proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            terminate(proc, timeout)
+        return proc is not None
 
     def stop(self) -> None:
         for proc in reversed(list(self.procs.values())):
@@ -295,6 +291,18 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
         self.procs.clear()
+
+
+def terminate(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within `timeout`."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def stop_by_pidfile(workdir: Path) -> None:

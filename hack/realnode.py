@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import nodehost  # noqa: E402
-from localcluster import BIN, CACHE, LocalCluster, free_port  # noqa: E402
+from localcluster import BIN, CACHE, LocalCluster, free_port, terminate  # noqa: E402
 
 NODE_NAME = "modeldeploy-node"
 PAUSE_IMAGE = "localhost/modeldeploy/pause:3.4"
@@ -91,11 +91,16 @@ class RealNode:
     workdir: Path
     images: tuple[str, ...] = ()  # image refs (podman) loaded into containerd at start
     authorization: str = "RBAC"
-    cluster: LocalCluster = field(init=False)
+    cluster: LocalCluster = field(init=False)  # its API server binds to the pod bridge
     pids: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     _lock: object = None
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.cluster = LocalCluster(
+            self.workdir / "cluster", authorization=self.authorization, address=nodehost.GATEWAY, in_cluster=True
+        )
 
     @property
     def kubeconfig(self) -> Path:
@@ -114,9 +119,6 @@ class RealNode:
         started = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
-        self.cluster = LocalCluster(
-            self.workdir / "cluster", authorization=self.authorization, address=nodehost.GATEWAY, in_cluster=True
-        )
         try:
             self._start(timeout)
         except BaseException:
@@ -336,16 +338,10 @@ state = "{self.workdir / "containerd-state"}"
         self.timings["teardown_s"] = time.monotonic() - started
 
     def _stop(self, name: str) -> None:
-        proc = self._procs.pop(name, None) or (self.cluster.procs.pop(name, None) if hasattr(self, "cluster") else None)
-        pid = self.pids.pop(name, None)
+        proc, pid = self._procs.pop(name, None), self.pids.pop(name, None)
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        elif pid is not None:
+            terminate(proc)
+        elif not self.cluster.stop_process(name) and pid is not None:
             _kill(pid)
 
     def _delete_pods(self, timeout: float) -> None:

@@ -32,6 +32,7 @@ import kubernetes
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "hack")]
+import chart  # noqa: E402
 import images  # noqa: E402
 import realnode  # noqa: E402
 
@@ -154,17 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     results["images_loaded_s"] = node.timings["images_loaded_s"]
     try:
         bench = Bench(node)
-        helm = subprocess.run(["bash", str(ROOT / "hack" / "install-helm.sh")], capture_output=True, text=True).stdout
-        repo, tag = refs["operator"].rsplit(":", 1)
         started = time.monotonic()
-        subprocess.run(
-            [helm.strip(), f"--kubeconfig={node.kubeconfig}", "upgrade", "--install", "modeldeploy-operator",
-             str(ROOT / "charts" / "modeldeploy-operator"), "-n", "modeldeploy-system", "--create-namespace",
-             "--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
-             "--set", f"runtime.image={refs['runtime-cpu']}", "--set", f"resyncSeconds={args.resync_seconds}",
-             "--wait", "--timeout", "180s"],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        chart.install(node.kubeconfig, refs, f"resyncSeconds={args.resync_seconds}").check_returncode()
         results["helm_install_to_operator_ready_s"] = time.monotonic() - started
         bench.kubectl("create", "namespace", NS)
         started = time.monotonic()

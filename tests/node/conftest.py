@@ -18,13 +18,13 @@ import pytest
 from e2e.support import ROOT
 
 sys.path.insert(0, str(ROOT / "hack"))
+import chart  # noqa: E402
 import images  # noqa: E402
 import realnode  # noqa: E402
 
 from .kit import Cluster  # noqa: E402
 
-OPERATOR_NAMESPACE = "modeldeploy-system"
-RELEASE = "modeldeploy-operator"
+OPERATOR_NAMESPACE, RELEASE = chart.NAMESPACE, chart.RELEASE
 
 
 @pytest.fixture(scope="session")
@@ -64,13 +64,6 @@ def node(built_images):
 def cluster(node, built_images) -> Cluster:
     """The node with the chart installed: the operator in the cluster, the CPU runtime image as
     its default, images used as loaded (`Never` pull), as a user would install it."""
-    kit = Cluster(node.kubeconfig)
-    operator_repo, operator_tag = built_images["operator"].rsplit(":", 1)
-    kit.helm(
-        "upgrade", "--install", RELEASE, str(ROOT / "charts" / "modeldeploy-operator"),
-        "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
-        "--set", f"image.repository={operator_repo}", "--set", f"image.tag={operator_tag}",
-        "--set", "image.pullPolicy=Never", "--set", f"runtime.image={built_images['runtime-cpu']}",
-        "--wait", "--timeout", "180s",
-    )  # fmt: skip
-    return kit
+    installed = chart.install(node.kubeconfig, built_images)
+    assert installed.returncode == 0, f"helm install failed: {installed.stderr or installed.stdout}"
+    return Cluster(node.kubeconfig)

@@ -6,15 +6,16 @@ from __future__ import annotations
 import http.client
 import json
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from e2e.support import ROOT, wait_for
 
-HELM = Path(
-    subprocess.run(["bash", str(ROOT / "hack" / "install-helm.sh")], capture_output=True, text=True).stdout.strip()
-    or "helm"
-)
+sys.path.insert(0, str(ROOT / "hack"))
+import chart  # noqa: E402
+
+HELM = chart.helm_binary()
 EXAMPLE = ROOT / "examples" / "digits-cpu.yaml"
 
 
