@@ -6,6 +6,7 @@ to catch a download half way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -99,10 +100,8 @@ class MotoS3:
 
     def put(self, bucket: str, key: str, body: bytes, checksum: bool = True) -> None:
         client = self.s3()
-        try:
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
             client.create_bucket(Bucket=bucket)
-        except client.exceptions.BucketAlreadyOwnedByYou:
-            pass
         extra = {"ChecksumAlgorithm": "SHA256"} if checksum else {}
         client.put_object(Bucket=bucket, Key=key, Body=body, **extra)
 
@@ -191,10 +190,8 @@ class ThrottledProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 s.close()
 
     def close(self) -> None:
