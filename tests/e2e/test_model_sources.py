@@ -161,3 +161,32 @@ def test_pod_identity_is_checked_only_as_far_as_the_operator_can(operator, names
     assert "checked only when a pod starts" in events[0]["message"]
     sa = kctl("get", "deployment", "m", "-n", namespace, "-o", "jsonpath={.spec.template.spec.serviceAccountName}")
     assert sa.stdout == "models-reader"
+
+
+@pytest.fixture(scope="module")
+def gcs():
+    pytest.importorskip("google.cloud.storage")
+    from objectstores import FakeGcs
+
+    server = FakeGcs().start()
+    server.put("gcs-models", "m.onnx", b"not really a model")
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    "uri, words",
+    [
+        ("gs://gcs-models/nothing.onnx", "no object 'nothing.onnx' in bucket 'gcs-models'"),
+        ("gs://no-such-bucket/m.onnx", "bucket 'no-such-bucket' does not exist"),
+    ],
+    ids=["wrong-key", "missing-bucket"],
+)
+def test_a_gcs_source_that_cannot_work_builds_nothing(operator, namespace, kctl, custom, gcs, uri, words):
+    apply(kctl, namespace, cpu_model("m", model={"uri": uri, "gcs": {"endpoint": gcs.endpoint}}))
+    status = degraded(custom, namespace, "ModelSourceNotFound")
+    message = condition(status, "Degraded")["message"]
+    assert "spec.model.uri: " in message and words in message, message
+    assert "Deployment" not in children(kctl, namespace)
+    apply(kctl, namespace, cpu_model("m", model={"uri": "gs://gcs-models/m.onnx", "gcs": {"endpoint": gcs.endpoint}}))
+    wait_for(lambda: "Deployment" in children(kctl, namespace), 30, "the Deployment, once the URI is right")
