@@ -8,7 +8,7 @@ import json
 import logging
 
 import pytest
-from modeldeploy_runtime.sources.base import Changed, ObjectInfo, Store
+from modeldeploy_runtime.sources.base import Changed, ObjectInfo, SourceError, Store
 from modeldeploy_runtime.sources.download import ChecksumMismatch, fetch
 
 
@@ -73,3 +73,16 @@ def test_progress_names_bytes_rate_and_eta(tmp_path, caplog, monkeypatch):
         fetch(MemoryStore(BODY), "", str(tmp_path / "model.onnx"))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("downloading mem://")]
     assert lines and all("MiB/s" in line and "ETA" in line and "%" in line for line in lines)
+
+
+class DownStore(MemoryStore):
+    def head(self) -> ObjectInfo:
+        raise SourceError("unreachable")
+
+
+def test_a_cached_file_is_used_when_the_store_cannot_be_asked(tmp_path):
+    dest = tmp_path / "model.onnx"
+    fetch(MemoryStore(BODY), "", str(dest))
+    assert fetch(DownStore(BODY), "", str(dest)) == str(dest)
+    with pytest.raises(SourceError, match="unreachable"):
+        fetch(DownStore(BODY), "", str(tmp_path / "other" / "model.onnx"))

@@ -145,7 +145,15 @@ def cached_file_is_current(store: Store, dest: str, sha256: str) -> bool:
         log.warning("cached %s does not match its sha256; downloading again", dest)
         return False
     kept = _read_json(dest + ".source.json")
-    info = store.head()
+    try:
+        info = store.head()
+    except SourceError as exc:
+        if not kept.get("version"):
+            raise
+        # The store is down or refuses us now; the file is the last version it gave, complete
+        # and checked then. Serving it beats not starting.
+        log.warning("cannot ask the store whether %s is still current (%s); using the cached file", dest, exc)
+        return True
     if kept.get("version") and kept == _stamp(info):
         return True
     log.info("cached %s is of another version of %s; downloading again", dest, store.uri)
