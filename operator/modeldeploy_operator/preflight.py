@@ -134,7 +134,9 @@ def probe_s3(spec: api.ModelDeploymentSpec, data: dict[str, str]) -> tuple[list[
             client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].close()
             return [], None
         except (ClientError, BotoCoreError) as exc:
-            code, status = code_of(exc) if code_of(exc)[0] else (code, status)
+            better = code_of(exc)
+            if better[0]:
+                code, status = better
     diagnosis = contract.classify_s3(code, status)
     if not signed and diagnosis.reason not in ANONYMOUS_FINDS and code not in ("NoSuchBucket", "NoSuchKey"):
         return [], pod_identity_note(spec)
