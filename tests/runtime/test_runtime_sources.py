@@ -161,15 +161,25 @@ def big_affine_model(path: Path, mib: int) -> Path:
     return path
 
 
-def test_a_download_killed_half_way_resumes_where_it_stopped(server_factory, moto, aws, tmp_path):
+@pytest.mark.parametrize("store", ["s3", "gcs"])
+def test_a_download_killed_half_way_resumes_where_it_stopped(
+    server_factory, request, no_google_identity, tmp_path, store
+):
     body = big_affine_model(tmp_path / "big.onnx", mib=24).read_bytes()
-    moto.put("models", "big.onnx", body)
     sha = hashlib.sha256(body).hexdigest()
+    if store == "s3":
+        moto, settings = request.getfixturevalue("moto"), dict(request.getfixturevalue("aws"))
+        moto.put("models", "big.onnx", body)
+        uri, port, endpoint_setting = "s3://models/big.onnx", moto.port, "S3_ENDPOINT"
+    else:
+        gcs, settings = request.getfixturevalue("gcs"), {}
+        gcs.put("gcs-models", "big.onnx", body)
+        uri, port, endpoint_setting = "gs://gcs-models/big.onnx", gcs.server.port, "GCS_ENDPOINT"
     cache = tmp_path / "cache"
-    proxy = ThrottledProxy(moto.port, rate=3 << 20)  # 3 MiB/s: about 8 s for the whole file
+    proxy = ThrottledProxy(port, rate=3 << 20)  # 3 MiB/s: about 8 s for the whole file
     try:
-        settings = {**aws, "S3_ENDPOINT": proxy.endpoint, "MODEL_SHA256": sha, "CACHE_DIR": cache}
-        first = server_factory("s3://models/big.onnx", wait=False, **settings)
+        settings.update({endpoint_setting: proxy.endpoint, "MODEL_SHA256": sha, "CACHE_DIR": cache})
+        first = server_factory(uri, wait=False, **settings)
         partial = cache / "models" / sha / "big.onnx.partial"
         deadline = time.monotonic() + 60
         while not (partial.exists() and partial.stat().st_size > len(body) // 4):
@@ -181,10 +191,10 @@ def test_a_download_killed_half_way_resumes_where_it_stopped(server_factory, mot
         assert 0 < kept < len(body)
 
         proxy.rate, proxy.sent = 1 << 30, 0
-        second = server_factory("s3://models/big.onnx", **settings)
+        second = server_factory(uri, **settings)
         assert infer_affine(second) == [1.0, 3.0, 5.0, 7.0]
         log = second.log()
-        assert "resuming the download of s3://models/big.onnx at byte" in log, log
+        assert f"resuming the download of {uri} at byte" in log, log
         resumed_at = int(log.split("at byte ")[1].split()[0])
         assert resumed_at >= kept - (64 << 10)  # at most what the killed process had not yet flushed
         # Only the rest crossed the wire the second time (plus headers).
