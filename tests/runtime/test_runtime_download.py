@@ -8,7 +8,7 @@ import json
 import logging
 
 import pytest
-from modeldeploy_runtime.sources.base import Changed, ObjectInfo, SourceError, Store
+from modeldeploy_runtime.sources.base import Changed, Interrupted, ObjectInfo, SourceError, Store
 from modeldeploy_runtime.sources.download import ChecksumMismatch, fetch
 
 
@@ -86,3 +86,36 @@ def test_a_cached_file_is_used_when_the_store_cannot_be_asked(tmp_path):
     assert fetch(DownStore(BODY), "", str(dest)) == str(dest)
     with pytest.raises(SourceError, match="unreachable"):
         fetch(DownStore(BODY), "", str(tmp_path / "other" / "model.onnx"))
+
+
+class FlakyStore(MemoryStore):
+    """Breaks off after ``cut`` bytes, ``times`` times."""
+
+    def __init__(self, body: bytes, cut: int, times: int) -> None:
+        super().__init__(body)
+        self.cut, self.times = cut, times
+
+    def copy_to(self, sink, start, info) -> None:
+        if self.times:
+            self.times -= 1
+            self.reads.append(start)
+            sink(self.body[start : start + self.cut])
+            raise Interrupted("connection reset")
+        super().copy_to(sink, start, info)
+
+
+def test_a_transfer_that_breaks_off_goes_on_in_the_same_process(tmp_path, monkeypatch):
+    monkeypatch.setattr("modeldeploy_runtime.sources.download.BACKOFF_S", 0.0)
+    store = FlakyStore(BODY, cut=3000, times=2)
+    dest = tmp_path / "model.onnx"
+    fetch(store, hashlib.sha256(BODY).hexdigest(), str(dest))
+    assert store.reads == [0, 3000, 6000] and dest.read_bytes() == BODY
+
+
+def test_a_transfer_that_keeps_breaking_off_fails_and_keeps_what_arrived(tmp_path, monkeypatch):
+    monkeypatch.setattr("modeldeploy_runtime.sources.download.BACKOFF_S", 0.0)
+    store = FlakyStore(BODY, cut=100, times=99)
+    with pytest.raises(Interrupted):
+        fetch(store, "", str(tmp_path / "model.onnx"))
+    assert len(store.reads) == 6  # the first try and five more
+    assert (tmp_path / "model.onnx.partial").stat().st_size == 600  # for the next start to resume

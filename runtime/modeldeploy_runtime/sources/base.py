@@ -26,6 +26,11 @@ class SourceError(Exception):
     """The object cannot be fetched; the message says why and what to change."""
 
 
+class Interrupted(SourceError):
+    """The transfer broke after it began (a reset connection, a stalled read): what arrived is kept
+    and the download goes on from there."""
+
+
 class Changed(SourceError):
     """The object changed between `head` and `copy_to` (or since a partial download began)."""
 

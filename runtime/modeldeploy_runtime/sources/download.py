@@ -17,11 +17,15 @@ import os
 import time
 from contextlib import contextmanager
 
-from .base import Changed, ObjectInfo, SourceError, Store
+from .base import Changed, Interrupted, ObjectInfo, SourceError, Store
 
 log = logging.getLogger("modeldeploy_runtime.sources")
 
 PROGRESS_EVERY_S = 5.0
+# A transfer that breaks off is continued in the same process this many times (after 1, 2, 4, ...
+# seconds) before the start fails: a pod restart would resume it too, but counts as a crash.
+INTERRUPTIONS = 5
+BACKOFF_S = 1.0
 CHUNK = 1 << 20
 
 
@@ -167,16 +171,25 @@ def fetch(store: Store, sha256: str, dest: str) -> str:
         if cached_file_is_current(store, dest, sha256):
             log.info("using cached model %s", dest)
             return dest
-        for attempt in (1, 2):
+        restarts, interruptions = 0, 0
+        while True:
             info = store.head()
             try:
                 how = _download(store, info, sha256, dest)
                 break
+            except Interrupted as exc:
+                interruptions += 1
+                if interruptions > INTERRUPTIONS:
+                    raise
+                delay = BACKOFF_S * 2 ** (interruptions - 1)
+                log.warning("%s; continuing in %.0f s (%d of %d)", exc, delay, interruptions, INTERRUPTIONS)
+                time.sleep(delay)
             except (Changed, ChecksumMismatch) as exc:
+                restarts += 1
                 # A changed object, or a resumed file that hashes wrong (its first part may be of
                 # another version): once more from the start, then give up.
                 _discard(dest)
-                if attempt == 2 or (isinstance(exc, ChecksumMismatch) and not getattr(exc, "resumed", False)):
+                if restarts == 2 or (isinstance(exc, ChecksumMismatch) and not getattr(exc, "resumed", False)):
                     raise
                 log.warning("%s; downloading from the start", exc)
         _write_json(dest + ".source.json", _stamp(info))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from modeldeploy_contract.sources import classify_gcs
 
-from .base import Changed, ObjectInfo, Sink, SourceError, Store, explain
+from .base import Changed, Interrupted, ObjectInfo, Sink, SourceError, Store, explain
 from .s3 import split_uri
 
 
@@ -44,6 +44,10 @@ def failure(exc: Exception) -> tuple[int | None, str]:
     return (status if isinstance(status, int) else None), type(exc).__name__
 
 
+# requests' and urllib3's names for a transfer that broke after it began.
+BROKEN_OFF = {"ChunkedEncodingError", "ConnectionError", "ReadTimeout", "ProtocolError", "IncompleteRead"}
+
+
 class GcsStore(Store):
     def __init__(self, uri: str, options: GcsOptions) -> None:
         self.uri = uri
@@ -60,6 +64,8 @@ class GcsStore(Store):
         status, name = failure(exc)
         if status == 404 and what == "reading":
             return Changed(f"{self.uri} changed while it was being downloaded; downloading it again")
+        if what == "reading" and name in BROKEN_OFF:
+            return Interrupted(f"reading {self.uri} broke off: {name}: {exc}")
         return SourceError(f"{what} {self.uri} failed: {explain(classify_gcs(status, name), 'gs')}")
 
     def head(self) -> ObjectInfo:

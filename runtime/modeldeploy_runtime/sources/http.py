@@ -3,10 +3,11 @@ a resumed file is only trusted through its sha256 (which http URIs require)."""
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.request
 
-from .base import Changed, ObjectInfo, Sink, SourceError, Store
+from .base import Changed, Interrupted, ObjectInfo, Sink, SourceError, Store
 
 CHUNK = 1 << 20
 
@@ -32,7 +33,13 @@ class HttpStore(Store):
                 length = resp.headers.get("Content-Length")
                 if length is not None and hasattr(sink, "expect"):
                     sink.expect(start + int(length))
-                while chunk := resp.read(CHUNK):
+                while True:
+                    try:
+                        chunk = resp.read(CHUNK)
+                    except (OSError, TimeoutError, http.client.HTTPException) as exc:
+                        raise Interrupted(f"reading {self.uri} broke off: {exc}") from exc
+                    if not chunk:
+                        break
                     sink(chunk)
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and start:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from modeldeploy_contract.sources import classify_s3
 
-from .base import Changed, ObjectInfo, Sink, SourceError, Store, explain
+from .base import Changed, Interrupted, ObjectInfo, Sink, SourceError, Store, explain
 
 CHUNK = 1 << 20
 
@@ -128,7 +128,7 @@ class S3Store(Store):
             for chunk in body.iter_chunks(CHUNK):
                 sink(chunk)
         except Exception as exc:  # botocore's ReadTimeoutError, a reset connection
-            raise SourceError(f"reading {self.uri} failed after it began: {exc}") from exc
+            raise Interrupted(f"reading {self.uri} broke off: {exc}") from exc
         finally:
             body.close()
 
