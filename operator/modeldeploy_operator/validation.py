@@ -59,6 +59,19 @@ def validate_spec(spec: api.ModelDeploymentSpec, name: str | None = None) -> lis
                 "sha256 (`sha256sum model.onnx`) so a changed or truncated download is refused",
             )
         )
+    golden = model.golden_set
+    if golden is not None and golden.uri.startswith(("http://", "https://")):
+        if not urlparse(golden.uri).hostname:
+            problems.append(
+                Problem("spec.model.goldenSet.uri", f"{golden.uri!r} names no host: write it as https://HOST/path")
+            )
+        if not golden.sha256:
+            problems.append(
+                Problem(
+                    "spec.model.goldenSet.sha256",
+                    "is required for an http(s) golden set URI: set it to the file's sha256 (`sha256sum golden.npz`)",
+                )
+            )
     if model.format == api.ModelFormat.TENSORRT and spec.backend != api.Backend.TENSORRT:
         problems.append(
             Problem(
