@@ -207,7 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
             )
         else:
             optional = s.default is None and s.kind in ("int", "float")
-            default = "default none" if optional else "required" if s.default is None else f"default {s.default}" if s.default != "" else "default none"
+            default = (
+                "default none"
+                if optional
+                else "required"
+                if s.default is None
+                else f"default {s.default}"
+                if s.default != ""
+                else "default none"
+            )
             parser.add_argument(
                 s.flag,
                 dest=s.field,

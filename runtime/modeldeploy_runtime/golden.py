@@ -79,10 +79,10 @@ def read_golden_set(path: str) -> GoldenSet:
         with zipfile.ZipFile(path) as archive:
             size = sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, OSError) as exc:
-        raise GoldenSetInvalid(f"is not an .npz file ({exc}); {WRITE_HINT}") from exc
+        raise GoldenSetInvalid(f"not an .npz file ({exc}); {WRITE_HINT}") from exc
     if size > MAX_GOLDEN_BYTES:
         raise GoldenSetInvalid(
-            f"holds {size} bytes uncompressed, more than the {MAX_GOLDEN_BYTES} a golden set may; use fewer samples"
+            f"{size} bytes uncompressed, more than the {MAX_GOLDEN_BYTES} a golden set may hold; use fewer samples"
         )
     inputs: dict[str, np.ndarray] = {}
     outputs: dict[str, np.ndarray] = {}
@@ -95,19 +95,19 @@ def read_golden_set(path: str) -> GoldenSet:
                     outputs[key[len(OUTPUT_PREFIX) :]] = npz[key]
                 else:
                     raise GoldenSetInvalid(
-                        f'has an array named "{key}"; name arrays "{INPUT_PREFIX}<model input>" or '
+                        f'an array is named "{key}"; name arrays "{INPUT_PREFIX}<model input>" or '
                         f'"{OUTPUT_PREFIX}<model output>"'
                     )
     except GoldenSetInvalid:
         raise
     except ValueError as exc:  # object arrays (pickles) and malformed members
         raise GoldenSetInvalid(
-            f"has an array that is not a plain numeric array ({exc}); BYTES tensors cannot be in a golden set"
+            f"an array is not a plain numeric array ({exc}); BYTES tensors cannot be in a golden set"
         ) from exc
     if not inputs or not outputs:
         raise GoldenSetInvalid(
-            f'needs "{INPUT_PREFIX}<name>" and "{OUTPUT_PREFIX}<name>" arrays; it has '
-            f"{', '.join(_names(inputs, outputs)) or 'none'}; {WRITE_HINT}"
+            f'needs "{INPUT_PREFIX}<name>" and "{OUTPUT_PREFIX}<name>" arrays; the file has '
+            f"{', '.join(_names(inputs, outputs)) or 'no array'}; {WRITE_HINT}"
         )
     counts = {key: a.shape[0] if a.ndim else None for key, a in _keyed(inputs, outputs).items()}
     if len(set(counts.values())) != 1 or None in counts.values() or 0 in counts.values():
@@ -125,8 +125,8 @@ def check_golden_set(golden: GoldenSet, inputs: Sequence[TensorSpec], outputs: S
     for spec in inputs:
         if spec.name not in golden.inputs:
             raise GoldenSetInvalid(
-                f'has no array "{INPUT_PREFIX}{spec.name}" for model input "{spec.name}" ({_describe(spec)}); '
-                f"it has {', '.join(_names(golden.inputs, golden.outputs))}"
+                f'no array "{INPUT_PREFIX}{spec.name}" for model input "{spec.name}" ({_describe(spec)}); '
+                f"the file has {', '.join(_names(golden.inputs, golden.outputs))}"
             )
     for kind, prefix, arrays, specs in (
         ("input", INPUT_PREFIX, golden.inputs, model_inputs),
@@ -136,17 +136,19 @@ def check_golden_set(golden: GoldenSet, inputs: Sequence[TensorSpec], outputs: S
             spec = specs.get(name)
             if spec is None:
                 raise GoldenSetInvalid(
-                    f'has "{prefix}{name}" but the model has no {kind} "{name}"; its {kind}s: {", ".join(specs)}'
+                    f'"{prefix}{name}" names no {kind} of the model; its {kind}s: {", ".join(specs)}'
                 )
             if spec.datatype == "BYTES":
-                raise GoldenSetInvalid(f'cannot hold {kind} "{name}": BYTES tensors are not supported in golden sets')
+                raise GoldenSetInvalid(f'{kind} "{name}" is BYTES, which golden sets cannot hold')
             want = V2_TO_NUMPY[spec.datatype]
             if _kind(array.dtype) != _kind(want):
                 raise GoldenSetInvalid(
                     f'"{prefix}{name}" is {array.dtype} but the model\'s {kind} "{name}" is {spec.datatype}'
                 )
             sample = spec.shape[1:] if batched else spec.shape
-            if array.ndim != len(sample) + 1 or any(d >= 0 and d != a for d, a in zip(sample, array.shape[1:])):
+            if array.ndim != len(sample) + 1 or any(
+                d >= 0 and d != a for d, a in zip(sample, array.shape[1:], strict=False)
+            ):
                 layout = "[N, " + ", ".join(str(d) for d in sample) + "]" if sample else "[N]"
                 raise GoldenSetInvalid(
                     f'"{prefix}{name}" has shape {list(array.shape)} but the model\'s {kind} "{name}" '
@@ -180,7 +182,9 @@ def _concatenate(chunks: list[np.ndarray]) -> np.ndarray:
         return np.array(chunks, dtype=object)
 
 
-def golden_verdict(expected: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], tolerances: Tolerances) -> str | None:
+def golden_verdict(
+    expected: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], tolerances: Tolerances
+) -> str | None:
     """The details of the termination message when the model's outputs disagree with the golden
     set, None when they agree. Pure."""
     failures: list[str] = []
@@ -226,7 +230,7 @@ def check_golden_gate(backend: Backend, path: str, tolerances: Tolerances) -> No
         golden = read_golden_set(path)
         check_golden_set(golden, backend.inputs, backend.outputs, backend.max_batch_size > 0)
     except GoldenSetInvalid as exc:
-        raise InvalidConfiguration(f"golden set {path} {exc}") from exc
+        raise InvalidConfiguration(f"golden set {path}: {exc}") from exc
     try:
         got = run_golden_set(backend, golden)
     except Exception as exc:  # the backend refused the inputs: they do not fit the model
