@@ -31,6 +31,11 @@ examples:
 """
 
 
+COMPARE_SAMPLES = 1000
+# A golden set travels with every rollout and runs before each pod is ready: small by default.
+GOLDEN_SAMPLES = 64
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="modeldeploy validate",
@@ -46,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the optimized model (.onnx, .tflite, or a TensorRT .engine/.plan on a GPU); default: the original "
         "again, on --engine at --precision",
     )
-    add_data_args(parser, default_samples=1000)
+    add_data_args(parser, default_samples=COMPARE_SAMPLES)
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="inputs per inference (default 32)")
     parser.add_argument(
         "--min-top1",
@@ -88,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--write-golden",
         metavar="PATH",
         help="instead of comparing, run ORIGINAL (the trusted model) on the inputs and write them with its "
-        "outputs to PATH, an .npz golden set for spec.model.goldenSet (--output picks the outputs kept)",
+        f"outputs to PATH, an .npz golden set for spec.model.goldenSet (--output picks the outputs kept; "
+        f"--samples defaults to {GOLDEN_SAMPLES} here)",
     )
+    parser.set_defaults(samples=None)  # 1000 to compare, GOLDEN_SAMPLES for a golden set (see run)
     return parser
 
 
@@ -102,7 +109,11 @@ def main(argv: list[str]) -> int:
 
 def run(args: argparse.Namespace) -> int:
     if args.write_golden:
+        if args.samples is None:
+            args.samples = GOLDEN_SAMPLES
         return write_golden(args)
+    if args.samples is None:
+        args.samples = COMPARE_SAMPLES
     from ..backends.base import BackendError
     from ..optimize import compare
     from ..optimize.data import DataError
@@ -197,14 +208,25 @@ def write_golden(args: argparse.Namespace) -> int:
     else:  # served unbatched: one whole input per sample, stacked on a new first axis
         inputs = {n: a[np.newaxis] for n, a in samples.items()}
         outputs = {n: np.stack(p) for n, p in parts.items()}
+    from ..golden import MAX_GOLDEN_BYTES
+
+    size = sum(a.nbytes for a in [*inputs.values(), *outputs.values()])
+    if size > MAX_GOLDEN_BYTES:
+        return report_error(
+            "validate",
+            UsageError(
+                f"the golden set would hold {size} bytes, more than the {MAX_GOLDEN_BYTES} the runtime takes: "
+                "give fewer --samples"
+            ),
+        )
     try:
         write_golden_set(args.write_golden, inputs, outputs)
     except OSError as exc:
         return report_error("validate", UsageError(f"--write-golden {args.write_golden}: {exc.strerror}"))
     count = len(next(iter(inputs.values())))
     print(
-        f"wrote {args.write_golden}: {count} inputs ({', '.join(inputs)}) and the outputs "
-        f"{', '.join(outputs)} of {args.original} ({reference.description})\nsha256 {sha256_file(args.write_golden)}"
+        f"wrote {args.write_golden}: {count} inputs ({', '.join(inputs)}) and the outputs {', '.join(outputs)}\n"
+        f"of {args.original} ({reference.description})\nsha256 {sha256_file(args.write_golden)}"
     )
     write_json(args.json, {"golden_set": args.write_golden, "inputs": count, "outputs": list(outputs)})
     return EXIT_OK
