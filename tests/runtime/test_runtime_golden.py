@@ -226,6 +226,22 @@ def test_an_oversized_set_is_refused_before_it_is_loaded(tmp_path, monkeypatch):
         read_golden_set(path)
 
 
+def test_an_array_header_declaring_more_than_its_data_is_refused_before_numpy_allocates_it(tmp_path):
+    """numpy allocates what an .npy header declares before reading the data: a 16-byte member
+    claiming 10^12 floats would be a 4 TB allocation."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**12,)})
+    path = tmp_path / "hostile.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("input:x.npy", header.getvalue() + b"\0" * 16)
+        archive.writestr("output:y.npy", header.getvalue() + b"\0" * 16)
+    with pytest.raises(GoldenSetInvalid, match="8000000000000 bytes uncompressed, more than the"):
+        read_golden_set(str(path))
+
+
 def test_unbatched_models_take_whole_inputs_stacked(tmp_path):
     specs_in, specs_out = [TensorSpec("x", "FP32", (2, 3))], [TensorSpec("y", "FP32", (3, 2))]
     path = save(tmp_path / "g.npz", **{"input:x": np.zeros((4, 2, 3), np.float32), "output:y": np.zeros((4, 3, 2))})
