@@ -125,6 +125,49 @@ class SourceCredentials(Model):
     )
 
 
+class GoldenSet(Model):
+    uri: str = Field(
+        description=(
+            "Where the golden set is: an `.npz` of inputs (`input:<name>`) and the outputs a trusted model gave "
+            "for them (`output:<name>`), written by `modeldeploy validate MODEL --write-golden PATH`. The same "
+            "forms as `spec.model.uri`: `pvc://CLAIM/path`, `file:///path` or `/path` in the image, `https://...`, "
+            "`s3://BUCKET/KEY` or `gs://BUCKET/KEY` (read with the model's store settings and credentials)."
+        ),
+        pattern=(
+            r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|file:///.+|/.+|https?://.+"
+            rf"|s3://{S3_BUCKET}/[^/].*[^/]|s3://{S3_BUCKET}/[^/]|gs://{GCS_BUCKET}/[^/].*[^/]|gs://{GCS_BUCKET}/[^/])$"
+        ),
+        max_length=2048,
+    )
+    sha256: str | None = Field(
+        default=None,
+        description="Hex SHA-256 of the file. Required for http(s) URIs; checked before use.",
+        pattern=r"^[a-f0-9]{64}$",
+    )
+    max_abs_error: float | None = Field(
+        default=None,
+        ge=0,
+        description="Largest absolute difference allowed between an output and its golden value. Unset: not checked.",
+    )
+    max_rel_error: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Largest relative difference allowed (where the golden value is at least 0.1% of the output's largest). "
+            "Unset: not checked, except on outputs without top-1 when maxAbsError is unset too, which get 0.01."
+        ),
+    )
+    min_top1_agreement: float = Field(
+        default=0.99,
+        ge=0,
+        le=1,
+        description=(
+            "Least fraction of golden inputs whose top-1 class (argmax over the last axis of float scores "
+            "[N, classes], or equal integer labels) matches the golden one."
+        ),
+    )
+
+
 class ModelSource(Model):
     uri: str = Field(
         description=(
@@ -169,6 +212,14 @@ class ModelSource(Model):
         description=(
             "Credentials for an s3:// or gs:// URI, from a Secret. Unset: the pod's identity (IRSA, GKE workload "
             "identity) through spec.serviceAccountName, or anonymous access to a public bucket."
+        ),
+    )
+    golden_set: GoldenSet | None = Field(
+        default=None,
+        description=(
+            "Inputs with expected outputs the model must reproduce, within the tolerances, after warm-up and the "
+            "latency gate before a pod becomes ready. A pod that disagrees exits with `golden set mismatch`, which "
+            "the operator treats as a failed rollout."
         ),
     )
 

@@ -62,6 +62,30 @@ def validate_spec(spec: api.ModelDeploymentSpec, name: str | None = None) -> lis
             )
         )
     problems += source_problems(spec)
+    golden = model.golden_set
+    if golden is not None and golden.uri.startswith(("http://", "https://")):
+        if not urlparse(golden.uri).hostname:
+            problems.append(
+                Problem("spec.model.goldenSet.uri", f"{golden.uri!r} names no host: write it as https://HOST/path")
+            )
+        if not golden.sha256:
+            problems.append(
+                Problem(
+                    "spec.model.goldenSet.sha256",
+                    "is required for an http(s) golden set URI: set it to the file's sha256 (`sha256sum golden.npz`)",
+                )
+            )
+    if golden is not None and golden.uri.startswith(("s3://", "gs://")):
+        scheme = golden.uri.split("://", 1)[0]
+        if not model.uri.startswith(f"{scheme}://"):
+            problems.append(
+                Problem(
+                    "spec.model.goldenSet.uri",
+                    f"a {scheme}:// golden set is read with the model's store settings and credentials, so "
+                    f"spec.model.uri must be a {scheme}:// URI too: put the golden set next to the model, "
+                    "or give it as pvc://, file:// or https://",
+                )
+            )
     if model.format == api.ModelFormat.TENSORRT and spec.backend != api.Backend.TENSORRT:
         problems.append(
             Problem(

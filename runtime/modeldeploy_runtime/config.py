@@ -63,6 +63,19 @@ SETTINGS: tuple[Setting, ...] = (
             "what an exceeded budget does", choices=("enforce", "warn")),
     Setting("warmup_requests", "MODELDEPLOY_WARMUP_REQUESTS", "--warmup-requests", "int", 10,
             "warm-up inferences before ready", minimum=0),
+    Setting("golden_set_path", "MODELDEPLOY_GOLDEN_SET_PATH", "--golden-set", "str", "",
+            "golden set (.npz of inputs and expected outputs) checked after the latency gate: a path or a "
+            "URL, fetched as the model is (empty = no check)"),
+    Setting("golden_set_sha256", "MODELDEPLOY_GOLDEN_SET_SHA256", "--golden-set-sha256", "str", "",
+            "hex sha256 the golden set file must have (required for URLs)"),
+    Setting("golden_set_max_abs_error", "MODELDEPLOY_GOLDEN_SET_MAX_ABS_ERROR", "--golden-set-max-abs-error",
+            "float", None, "largest absolute difference from the golden outputs (empty = not checked)", minimum=0),
+    Setting("golden_set_max_rel_error", "MODELDEPLOY_GOLDEN_SET_MAX_REL_ERROR", "--golden-set-max-rel-error",
+            "float", None, "largest relative difference from the golden outputs (empty = not checked, or 0.01 "
+            "on outputs without top-1 when no abs error is set either)", minimum=0),
+    Setting("golden_set_min_top1_agreement", "MODELDEPLOY_GOLDEN_SET_MIN_TOP1_AGREEMENT",
+            "--golden-set-min-top1-agreement", "float", 0.99,
+            "least fraction of golden inputs whose top-1 class matches, on classification outputs", minimum=0),
     Setting("port", "MODELDEPLOY_PORT", "--port", "int", 8080, "HTTP port", minimum=0),
     Setting("metrics_port", "MODELDEPLOY_METRICS_PORT", "--metrics-port", "int", 0,
             "a second port serving only /metrics (0 = none)", minimum=0),
@@ -120,6 +133,11 @@ class RuntimeConfig:
     latency_budget_ms: float = 0.0
     latency_gate: str = "enforce"
     warmup_requests: int = 10
+    golden_set_path: str = ""
+    golden_set_sha256: str = ""
+    golden_set_max_abs_error: float | None = None
+    golden_set_max_rel_error: float | None = None
+    golden_set_min_top1_agreement: float = 0.99
     port: int = 8080
     metrics_port: int = 0
     host: str = "0.0.0.0"
@@ -173,6 +191,8 @@ def _parse(s: Setting, raw: str) -> Any:
         if low and low not in s.choices:
             raise ConfigError(f"{_where(s)} is {raw!r}; set it to one of: {', '.join(s.choices)}")
         return low
+    if not raw and s.default is None:
+        return None  # an optional number left empty
     try:
         value = int(raw) if s.kind == "int" else float(raw)
     except ValueError:
@@ -210,7 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
                 help=f"{s.help} [env {s.env}]",
             )
         else:
-            default = "required" if s.default is None else f"default {s.default}" if s.default != "" else "default none"
+            optional = s.default is None and s.kind in ("int", "float")
+            default = (
+                "default none"
+                if optional
+                else "required"
+                if s.default is None
+                else f"default {s.default}"
+                if s.default != ""
+                else "default none"
+            )
             parser.add_argument(
                 s.flag,
                 dest=s.field,
@@ -332,9 +361,34 @@ def validate(values: dict[str, Any]) -> RuntimeConfig:
             f"{_where(_BY_FIELD['precision'])} is fp16, which the {backend} backend does not serve on the CPU; "
             "set it to fp32" + (" or bf16" if backend == "openvino" else "")
         )
+    _validate_golden_set(values)
     if values["latency_budget_ms"] > 0 and values["warmup_requests"] < 1:
         raise ConfigError(
             f"{_where(_BY_FIELD['warmup_requests'])} is 0 but a latency budget is set; set it to 1 or more "
             "(the gate measures the warm-up requests), or set MODELDEPLOY_LATENCY_BUDGET_MS to 0"
         )
     return RuntimeConfig(**values)
+
+
+def _validate_golden_set(values: dict[str, Any]) -> None:
+    """The golden set's location is checked as far as the model's is; which sources exist is
+    fetch.py's to say, since the golden set is fetched through it."""
+    path = values["golden_set_path"]
+    if path.startswith("file://"):
+        path = values["golden_set_path"] = urllib.parse.urlparse(path).path
+    sha = values["golden_set_sha256"].lower()
+    if sha and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
+        raise ConfigError(
+            f"{_where(_BY_FIELD['golden_set_sha256'])} is {sha!r}; give 64 hex digits (the output of sha256sum)"
+        )
+    if path.startswith(("http://", "https://")) and not sha:
+        raise ConfigError(
+            f"{_where(_BY_FIELD['golden_set_sha256'])} is required when the golden set is a URL; "
+            "set it to the file's sha256 (sha256sum FILE)"
+        )
+    values["golden_set_sha256"] = sha
+    top1 = values["golden_set_min_top1_agreement"]
+    if top1 > 1:
+        raise ConfigError(
+            f"{_where(_BY_FIELD['golden_set_min_top1_agreement'])} is {top1:g}; give a fraction from 0 to 1, e.g. 0.99"
+        )
