@@ -199,6 +199,7 @@ async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> i
     if not await dataplane.wait_idle(budget):
         log.warning("requests still in flight after %g s; stopping anyway", budget)
     await http.stop(timeout_s=5)
+    app.close()
     dataplane.close()
     log.info("stopped")
     return 0
