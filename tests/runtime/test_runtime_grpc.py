@@ -8,6 +8,9 @@ import asyncio
 import contextlib
 import queue
 import re
+import signal
+import socket
+import time
 import urllib.request
 
 import grpc
@@ -282,8 +285,6 @@ def test_metrics_count_grpc_requests_under_their_protocol(client, server):
 
 def test_a_grpc_port_in_use_is_a_clear_start_failure(models, tmp_path):
     port = free_port()
-    import socket
-
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", port))
         holder.listen()
@@ -297,3 +298,35 @@ def test_a_grpc_port_in_use_is_a_clear_start_failure(models, tmp_path):
         message.startswith("invalid configuration: cannot serve gRPC on 127.0.0.1:")
         and "MODELDEPLOY_GRPC_PORT" in message
     )
+
+
+def test_sigterm_turns_grpc_health_not_serving_then_the_server_exits_cleanly(models, tmp_path):
+    port = free_port()
+    srv = start_server(tmp_path, models["affine"], "m", GRPC_PORT=port, DRAIN_DELAY_S=3)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            assert (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                == health_pb2.HealthCheckResponse.SERVING
+            )
+            srv.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 2
+            while (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                == health_pb2.HealthCheckResponse.SERVING
+            ):
+                assert time.monotonic() < deadline, "still SERVING 2 s after SIGTERM"
+                time.sleep(0.05)
+            # draining: readiness is off, but what still arrives is served
+            live = health.Check(health_pb2.HealthCheckRequest(service="live"), timeout=5)
+            assert live.status == health_pb2.HealthCheckResponse.SERVING
+            client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+            assert not client.is_server_ready()
+            x = grpcclient.InferInput("x", [1, 4], "FP32")
+            x.set_data_from_numpy(np.zeros((1, 4), np.float32))
+            assert client.infer("m", [x]).as_numpy("y").tolist() == [[1.0] * 4]
+            client.close()
+        assert srv.wait_exit(30) == 0
+    finally:
+        srv.stop()
