@@ -161,6 +161,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 )
             except ServingError as exc:
                 message = pb.ModelStreamInferResponse(error_message=str(exc))
+            except Exception as exc:  # a bug: answered all the same, or the stream would wait for it forever
+                log.exception("a streamed inference failed")
+                message = pb.ModelStreamInferResponse(error_message=f"internal error: {exc}")
             finally:
                 window.release()
             await done.put(message)
