@@ -122,6 +122,7 @@ def tensor_metadata(specs: Sequence[TensorSpec]) -> list[dict]:
 
 
 INLINE_MAX_MS = 10.0
+CHECKED_MAX = 256  # input signatures whose check against the model is kept
 
 
 class DataPlane:
@@ -145,6 +146,7 @@ class DataPlane:
         self._queue_timeout = queue_timeout_s
         self.inflight = 0  # requests inside infer(); a drain waits for this to reach 0
         self._inline_elements = 0  # requests with at most this many input elements may run inline
+        self._checked: dict[tuple, tuple[int, int]] = {}  # (rows, elements) by input names, dtypes, shapes
         metrics.inflight.set_function(lambda: self.inflight)  # read when scraped, not locked per request
 
     # lifecycle -----------------------------------------------------------------------------
@@ -278,6 +280,24 @@ class DataPlane:
             self._loaded()
             raise NotReady(f"model {self.name!r} is warming up; retry once /v2/health/ready answers 200")
 
+    def _check(self, inputs: dict[str, np.ndarray]) -> tuple[int, int]:
+        """(rows, elements) of inputs that fit the model. Names, datatypes and shapes seen before
+        are not checked again: a client sends the same ones with every request."""
+        key = tuple((name, arr.dtype, arr.shape) for name, arr in inputs.items())
+        known = self._checked.get(key)
+        if known is not None:
+            return known
+        backend = self.backend
+        rows = validate_inputs(
+            self.name, inputs, backend.inputs, backend.max_batch_size, getattr(backend, "strings_are_text", False)
+        )
+        known = rows, sum(arr.size for arr in inputs.values())
+        if all(arr.dtype != np.object_ for arr in inputs.values()):  # BYTES contents are checked every time
+            if len(self._checked) >= CHECKED_MAX:
+                self._checked.clear()
+            self._checked[key] = known
+        return known
+
     async def infer(
         self,
         name: str,
@@ -295,13 +315,10 @@ class DataPlane:
         self.inflight += 1
         try:
             self.admit(name, version)
-            backend = self.backend
             inputs = request.inputs
-            rows = validate_inputs(
-                self.name, inputs, backend.inputs, backend.max_batch_size, getattr(backend, "strings_are_text", False)
-            )
-            wanted = select_outputs(self.name, request, backend.outputs)
-            inline = alone and sum(arr.size for arr in inputs.values()) <= self._inline_elements
+            rows, elements = self._check(inputs)
+            wanted = select_outputs(self.name, request, self.backend.outputs)
+            inline = alone and elements <= self._inline_elements
             outputs = await self.batcher.submit(inputs, rows, inline)
         except ServingError as exc:
             self.metrics.failure(exc.reason, protocol)
