@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import modeldeploy_contract as contract
+import modeldeploy_contract.sources as sources_contract
 
 
 class ConfigError(ValueError):
@@ -35,9 +36,9 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("model_path", "MODELDEPLOY_MODEL_PATH", "--model", "str", None,
-            "model file path, or an http(s):// URL downloaded once into the cache dir"),
+            "model file path, or an http(s)://, s3:// or gs:// URI downloaded once into the cache dir"),
     Setting("model_sha256", "MODELDEPLOY_MODEL_SHA256", "--sha256", "str", "",
-            "hex sha256 the model file must have (required for URLs)"),
+            "hex sha256 the model file must have (required for http(s) URLs)"),
     Setting("model_name", "MODELDEPLOY_MODEL_NAME", "--name", "str", None, "served model name"),
     Setting("model_version", "MODELDEPLOY_MODEL_VERSION", "--version", "str", "1", "served version"),
     Setting("model_format", "MODELDEPLOY_MODEL_FORMAT", "--format", "choice", "",
@@ -75,6 +76,17 @@ SETTINGS: tuple[Setting, ...] = (
             "/dev/termination-log", "where the reason for a failed start is written"),
     Setting("cache_dir", "MODELDEPLOY_CACHE_DIR", "--cache-dir", "str", "/var/cache/modeldeploy",
             "downloads and TensorRT engine cache"),
+    # s3:// and gs:// models (sources/); credentials are the SDKs' own AWS_* and
+    # GOOGLE_APPLICATION_CREDENTIALS variables.
+    Setting("s3_endpoint", sources_contract.S3_ENDPOINT_ENV, "--s3-endpoint", "str", "",
+            "S3 endpoint URL for s3:// models, e.g. http://minio.minio:9000 (default: AWS)"),
+    Setting("s3_region", sources_contract.S3_REGION_ENV, "--s3-region", "str", "",
+            "S3 region of the bucket (default: the SDK's, AWS_REGION)"),
+    Setting("s3_addressing", sources_contract.S3_ADDRESSING_ENV, "--s3-addressing", "choice", "",
+            "S3 addressing style: path for most MinIO and Ceph setups (default auto)",
+            choices=sources_contract.S3_ADDRESSING),
+    Setting("gcs_endpoint", sources_contract.GCS_ENDPOINT_ENV, "--gcs-endpoint", "str", "",
+            "Cloud Storage endpoint for gs:// models, e.g. an emulator (default: Google's)"),
     Setting("threads", "MODELDEPLOY_THREADS", "--threads", "int", 0,
             "inference threads (0 = from the cgroup CPU quota)", minimum=0),
     Setting("drain_delay_s", "MODELDEPLOY_DRAIN_DELAY_S", "--drain-delay-s", "float", 0.0,
@@ -118,6 +130,10 @@ class RuntimeConfig:
     auth_token: str = ""
     termination_log: str = "/dev/termination-log"
     cache_dir: str = "/var/cache/modeldeploy"
+    s3_endpoint: str = ""
+    s3_region: str = ""
+    s3_addressing: str = ""
+    gcs_endpoint: str = ""
     threads: int = 0
     drain_delay_s: float = 0.0
     max_body_bytes: int = 64 * 1024 * 1024
@@ -126,6 +142,13 @@ class RuntimeConfig:
     @property
     def is_url(self) -> bool:
         return self.model_path.startswith(("http://", "https://"))
+
+    def source_options(self):
+        from .sources import GcsOptions, S3Options, SourceOptions
+
+        return SourceOptions(
+            s3=S3Options(self.s3_endpoint, self.s3_region, self.s3_addressing), gcs=GcsOptions(self.gcs_endpoint)
+        )
 
     def __repr__(self) -> str:  # never print the token
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -254,8 +277,23 @@ def validate(values: dict[str, Any]) -> RuntimeConfig:
     if path.startswith("file://"):  # the form ModelDeployment specs use for paths in the image
         path = values["model_path"] = urllib.parse.urlparse(path).path
     is_url = path.startswith(("http://", "https://"))
-    if "://" in path and not is_url:
-        raise ConfigError(f"{_where(_BY_FIELD['model_path'])} is {path!r}; give a file path or an http(s):// URL")
+    in_store = path.startswith(tuple(f"{scheme}://" for scheme in sources_contract.SCHEMES))
+    if "://" in path and not (is_url or in_store):
+        raise ConfigError(
+            f"{_where(_BY_FIELD['model_path'])} is {path!r}; give a file path, an http(s):// URL, "
+            "s3://BUCKET/KEY or gs://BUCKET/KEY"
+        )
+    if in_store:
+        bucket, _, key = path.partition("://")[2].partition("/")
+        if not bucket or not key or key.endswith("/"):
+            raise ConfigError(
+                f"{_where(_BY_FIELD['model_path'])} is {path!r}; name the object as SCHEME://BUCKET/KEY, "
+                "e.g. s3://models/resnet50/model.onnx"
+            )
+    for key in ("s3_endpoint", "gcs_endpoint"):
+        endpoint = values[key]
+        if endpoint and not (endpoint.startswith(("http://", "https://")) and urllib.parse.urlparse(endpoint).hostname):
+            raise ConfigError(f"{_where(_BY_FIELD[key])} is {endpoint!r}; give a URL such as https://HOST:PORT")
     sha = values["model_sha256"].lower()
     if sha and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
         raise ConfigError(

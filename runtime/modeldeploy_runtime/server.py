@@ -43,7 +43,7 @@ DRAIN_TIMEOUT_S = 25
 def load_model(config: RuntimeConfig, threads: int) -> tuple[Backend, float | None]:
     """Fetch, load, warm up and gate the model. Runs on a loader thread; raises StartupError."""
     t0 = time.perf_counter()
-    path = resolve_model(config.model_path, config.model_sha256, config.cache_dir)
+    path = resolve_model(config.model_path, config.model_sha256, config.cache_dir, config.source_options())
     try:
         backend = load_backend(config, path, threads=threads)
     except GpuUnavailableError as exc:

@@ -10,6 +10,7 @@ import modeldeploy_contract as contract
 
 from .. import api, naming
 from .common import Settings, Target, object_meta
+from .source import source_env, source_mount, source_volume
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -28,7 +29,7 @@ def model_location(spec: api.ModelSource) -> tuple[str, dict[str, Any] | None]:
         return f"{naming.MODELS_MOUNT}/{path}", volume
     if uri.startswith("file://"):
         return urlparse(uri).path, None
-    return uri, None  # an absolute path in the image, or an http(s) URL the runtime downloads
+    return uri, None  # an absolute path in the image, or an http(s)/s3/gs URI the runtime downloads
 
 
 def runtime_env(target: Target) -> list[dict[str, Any]]:
@@ -67,6 +68,7 @@ def runtime_env(target: Target) -> list[dict[str, Any]]:
                 "valueFrom": {"secretKeyRef": {"name": spec.auth.secret_name, "key": spec.auth.secret_key}},
             }
         )
+    env += source_env(spec.model)
     # A user's `value: ""` means the same as no value; render it the way the API server stores it.
     return env + [{k: v for k, v in e.items() if not (k == "value" and v == "")} for e in runtime.env]
 
@@ -130,6 +132,8 @@ def render_container(target: Target, settings: Settings) -> dict[str, Any]:
     _, model_volume = model_location(target.spec.model)
     if model_volume is not None:
         container["volumeMounts"].append({"name": MODELS_VOLUME, "mountPath": naming.MODELS_MOUNT, "readOnly": True})
+    if (mount := source_mount(target.spec.model)) is not None:
+        container["volumeMounts"].append(mount)
     return container
 
 
@@ -145,6 +149,8 @@ def render_pod_template(target: Target, settings: Settings) -> dict[str, Any]:
     _, model_volume = model_location(spec.model)
     if model_volume is not None:
         volumes.append(model_volume)
+    if (credentials := source_volume(spec.model)) is not None:
+        volumes.append(credentials)
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,  # the runtime never talks to the API
         "enableServiceLinks": False,
@@ -172,6 +178,8 @@ def render_pod_template(target: Target, settings: Settings) -> dict[str, Any]:
         pod["affinity"] = scheduling.affinity
     if scheduling.priority_class_name:
         pod["priorityClassName"] = scheduling.priority_class_name
+    if spec.service_account_name:  # the pod's cloud identity (IRSA, workload identity)
+        pod["serviceAccountName"] = spec.service_account_name
     if spec.runtime.image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": n} for n in spec.runtime.image_pull_secrets]
     return {
