@@ -75,7 +75,7 @@ USER 10001:10001
 # Downloads and the TensorRT engine cache; the operator mounts an emptyDir or a volume here.
 VOLUME ["/var/cache/modeldeploy"]
 # 8080: v2 API, health and /metrics (MODELDEPLOY_PORT); 9091: /metrics only (MODELDEPLOY_METRICS_PORT).
-EXPOSE 8080 9091
+EXPOSE 8080 9091 8081
 # Live answers as soon as the HTTP server runs, before the model is loaded; Kubernetes uses its
 # own probes, this is for plain `docker run`.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
@@ -104,7 +104,7 @@ ENV PATH=/opt/modeldeploy/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
 VOLUME ["/var/cache/modeldeploy"]
-EXPOSE 8080 9091
+EXPOSE 8080 9091 8081
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/live' % os.environ.get('MODELDEPLOY_PORT', '8080'), timeout=4)"]
 ENTRYPOINT ["modeldeploy-runtime"]

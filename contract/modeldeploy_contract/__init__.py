@@ -24,6 +24,10 @@ GID = 10001
 # Ports: the v2 API, health and /metrics; and /metrics alone, for scrapers a NetworkPolicy admits.
 HTTP_PORT = 8080
 METRICS_PORT = 9091
+# The v2 gRPC API and grpc.health.v1 (Triton's and KServe's port). The runtime serves gRPC only
+# when this variable names a port (0 or unset: off); the operator sets it to GRPC_PORT.
+GRPC_PORT = 8081
+GRPC_PORT_ENV = "MODELDEPLOY_GRPC_PORT"
 
 # Paths inside the container.
 MODELS_MOUNT = "/mnt/models"  # pvc:// models, read-only

@@ -285,6 +285,18 @@ class CacheVolume(Model):
     )
 
 
+class GrpcApi(Model):
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Serve the Open Inference Protocol v2 gRPC API (`inference.GRPCInferenceService`, as "
+            "`tritonclient.grpc` calls it) and `grpc.health.v1` on port 8081 next to REST: a `grpc` port on "
+            "the pod and the Service (`appProtocol: grpc`), admitted by the NetworkPolicy like the REST port. "
+            "false: REST only."
+        ),
+    )
+
+
 class Runtime(Model):
     image: str | None = Field(
         default=None,
@@ -320,6 +332,7 @@ class Runtime(Model):
         default=0, ge=0, le=256, description="Inference threads per pod; 0 sizes them from the CPU limit."
     )
     cache: CacheVolume = Field(default_factory=CacheVolume, description="Cache volume for downloads and engines.")
+    grpc: GrpcApi = Field(default_factory=GrpcApi, description="The v2 gRPC API on port 8081.")
     env: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Extra environment variables for the runtime container (Kubernetes EnvVar objects).",

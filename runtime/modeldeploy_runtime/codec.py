@@ -12,13 +12,13 @@ import json
 import math
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .backends.base import NUMPY_TO_V2, V2_TO_NUMPY
 from .errors import BadRequest, PayloadTooLarge
+from .types import V2_TO_NUMPY, InferRequest, InferResponse, RequestedOutput, v2_datatype
 
 try:  # several times faster on large JSON tensors; the stdlib is the fallback
     import orjson
@@ -151,12 +151,6 @@ def _plain(value) -> Any:
 _CONTAINERS = (simdjson.Array, simdjson.Object) if simdjson is not None else ()
 
 
-@dataclass
-class RequestedOutput:
-    name: str
-    binary: bool | None = None  # None: the request's default
-
-
 @dataclass(frozen=True)
 class BinaryLayout:
     """Where each input of a request whose tensors are all binary sits in its body: what it takes
@@ -168,16 +162,6 @@ class BinaryLayout:
     def inputs(self, body) -> dict[str, np.ndarray]:
         """The input arrays of ``body``, which must be ``size`` bytes long."""
         return {name: _tensor_view(body, dtype, shape, offset) for name, dtype, shape, offset in self.tensors}
-
-
-@dataclass
-class InferRequest:
-    inputs: dict[str, np.ndarray]
-    id: str | None = None
-    outputs: list[RequestedOutput] | None = None  # None: every output
-    binary_output: bool = False  # the request's `binary_data_output` parameter
-    parameters: dict[str, Any] = field(default_factory=dict)
-    layout: BinaryLayout | None = None  # set when every input is binary data of a fixed-size type
 
 
 def dumps(obj: Any) -> bytes:
@@ -202,7 +186,7 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-def _shape(raw: Any, name: str) -> tuple[int, ...]:
+def check_shape(raw: Any, name: str) -> tuple[int, ...]:
     if isinstance(raw, list) and len(raw) > MAX_DIMS:
         raise BadRequest(f"input {name!r}: 'shape' has {len(raw)} dimensions; at most {MAX_DIMS} are supported")
     if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
@@ -230,7 +214,7 @@ def _bytes_elements(buf: memoryview, name: str) -> list[bytes]:
     return items
 
 
-def _from_binary(buf: memoryview, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+def from_binary(buf: memoryview, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
     count = math.prod(shape)
     if datatype == "BYTES":
         items = _bytes_elements(buf, name)
@@ -343,6 +327,12 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> n
 def decode_request(body: bytes, header_length: int | None = None) -> InferRequest:
     """Parse an inference request; ``header_length`` is the ``Inference-Header-Content-Length``
     header when the body carries binary tensors."""
+    return decode_request_layout(body, header_length)[0]
+
+
+def decode_request_layout(body: bytes, header_length: int | None = None) -> tuple[InferRequest, BinaryLayout | None]:
+    """decode_request, and where the inputs sit in the body when every one is binary data of a
+    fixed-size type (None otherwise): enough to read the next body with the same JSON header."""
     if header_length is not None and not 0 < header_length <= len(body):
         raise BadRequest(
             f"Inference-Header-Content-Length is {header_length} but the body has {len(body)} "
@@ -384,7 +374,7 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
         datatype = t.get("datatype")
         if datatype not in V2_TO_NUMPY:
             raise BadRequest(f"input {name!r}: 'datatype' is {datatype!r}; use one of {', '.join(V2_TO_NUMPY)}")
-        shape = _shape(t.get("shape"), name)
+        shape = check_shape(t.get("shape"), name)
         params = t.get("parameters") or {}
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
@@ -397,7 +387,7 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
                     f"input {name!r}: binary_data_size {size!r} runs past the {len(binary)} "
                     f"bytes of binary data after offset {offset}"
                 )
-            inputs[name] = _from_binary(binary[offset : offset + size], datatype, shape, name)
+            inputs[name] = from_binary(binary[offset : offset + size], datatype, shape, name)
             if layout is not None and datatype != "BYTES":
                 layout.append((name, V2_TO_NUMPY[datatype], shape, header_length + offset))
             else:
@@ -416,14 +406,14 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
         raise BadRequest("'parameters' must be a JSON object")
-    return InferRequest(
+    request = InferRequest(
         inputs=inputs,
         id=doc.get("id") if isinstance(doc.get("id"), str) else None,
         outputs=_requested_outputs(doc.get("outputs")),
         binary_output=bool(params.get("binary_data_output", False)),
         parameters=params,
-        layout=BinaryLayout(tuple(layout), len(body)) if layout else None,
     )
+    return request, BinaryLayout(tuple(layout), len(body)) if layout else None
 
 
 def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
@@ -443,7 +433,7 @@ def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
     return outs
 
 
-def _tensor_bytes(arr: np.ndarray) -> bytes:
+def tensor_bytes(arr: np.ndarray) -> bytes:
     if arr.dtype == np.object_:
         parts = []
         for item in arr.reshape(-1):
@@ -476,6 +466,11 @@ _binary_headers: dict[tuple, bytes] = {}  # response JSON headers of all-binary 
 _BINARY_HEADERS_MAX = 256
 
 
+def encode_infer_response(response: InferResponse) -> tuple[bytes, int | None]:
+    """The REST body of a response, and its JSON header's length when any output is binary."""
+    return encode_response(response.model_name, response.model_version, response.outputs, response.id)
+
+
 def encode_response(
     model_name: str,
     model_version: str,
@@ -496,7 +491,7 @@ def encode_response(
                 _binary_headers.clear()
             _binary_headers[key] = header
         # join reads contiguous arrays' memory directly: no intermediate bytes per tensor
-        blobs = [arr.data if arr.flags.c_contiguous else _tensor_bytes(arr) for _, arr, _ in outputs]
+        blobs = [arr.data if arr.flags.c_contiguous else tensor_bytes(arr) for _, arr, _ in outputs]
         return b"".join([header, *blobs]), len(header)
     doc, blobs, finite = _response_doc(model_name, model_version, outputs, request_id)
     header = _dumps(doc) if finite else _dumps_with_nonfinite(doc)
@@ -515,12 +510,12 @@ def _response_doc(model_name, model_version, outputs, request_id) -> tuple[dict[
     for name, arr, binary in outputs:
         t: dict[str, Any] = {
             "name": name,
-            "datatype": NUMPY_TO_V2.get(arr.dtype, "BYTES"),
+            "datatype": v2_datatype(arr),
             "shape": list(arr.shape),
         }
         data = None if binary else _json_data(arr)
         if data is None:
-            blob = _tensor_bytes(arr)
+            blob = tensor_bytes(arr)
             t["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:

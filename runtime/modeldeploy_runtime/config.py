@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+import modeldeploy_contract as contract
 import modeldeploy_contract.sources as sources_contract
 
 
@@ -79,6 +80,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", "MODELDEPLOY_PORT", "--port", "int", 8080, "HTTP port", minimum=0),
     Setting("metrics_port", "MODELDEPLOY_METRICS_PORT", "--metrics-port", "int", 0,
             "a second port serving only /metrics (0 = none)", minimum=0),
+    Setting("grpc_port", contract.GRPC_PORT_ENV, "--grpc-port", "int", 0,
+            "port of the v2 gRPC API and grpc.health.v1 (0 = off; the operator sets 8081)", minimum=0),
     Setting("host", "MODELDEPLOY_HOST", "--host", "str", "0.0.0.0", "address to listen on"),
     Setting("auth_token", "MODELDEPLOY_AUTH_TOKEN", "--auth-token", "str", "",
             "bearer token required on inference and metadata (empty = no auth)"),
@@ -140,6 +143,7 @@ class RuntimeConfig:
     golden_set_min_top1_agreement: float = 0.99
     port: int = 8080
     metrics_port: int = 0
+    grpc_port: int = 0
     host: str = "0.0.0.0"
     auth_token: str = ""
     termination_log: str = "/dev/termination-log"
@@ -285,13 +289,18 @@ def validate(values: dict[str, Any]) -> RuntimeConfig:
         raise ConfigError(
             f"{_where(_BY_FIELD['model_version'])} is {values['model_version']!r}; use a version without '/' such as 1"
         )
-    for key in ("port", "metrics_port"):
+    for key in ("port", "metrics_port", "grpc_port"):
         if values[key] > 65535:
             raise ConfigError(f"{_where(_BY_FIELD[key])} is {values[key]}; use a port from 1 to 65535")
     if values["metrics_port"] and values["metrics_port"] == values["port"]:
         raise ConfigError(
             f"{_where(_BY_FIELD['metrics_port'])} equals the HTTP port; "
             "use another port, or 0 to serve /metrics on the HTTP port only"
+        )
+    if values["grpc_port"] and values["grpc_port"] in (values["port"], values["metrics_port"]):
+        raise ConfigError(
+            f"{_where(_BY_FIELD['grpc_port'])} is {values['grpc_port']}, a port the HTTP or metrics server "
+            "listens on; use another port, or 0 for no gRPC"
         )
     path = values["model_path"]
     if path.startswith("file://"):  # the form ModelDeployment specs use for paths in the image

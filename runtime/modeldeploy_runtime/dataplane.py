@@ -1,7 +1,8 @@
 """The v2 data plane: health, metadata and inference for the one model this server runs.
 
-It knows the backend, the batcher and the metrics, and nothing of HTTP: it takes bytes and names
-and returns bytes or dicts, raising ServingError subclasses that the adapter maps to a status.
+It knows the backend, the batcher and the metrics, and nothing of HTTP or gRPC: the protocol
+adapters decode their wire format into a typed InferRequest, and encode the InferResponse they get
+back; failures are ServingError subclasses, which each adapter maps to its own status codes.
 """
 
 from __future__ import annotations
@@ -12,17 +13,15 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
 from . import __version__
-from .backends.base import NUMPY_TO_V2, Backend, TensorSpec
+from .backends.base import Backend, TensorSpec
 from .batching import Batcher
-from .codec import BinaryLayout, InferRequest, decode_request, decompress, encode_response
 from .errors import BadRequest, InternalError, NotFound, NotReady, ServingError
 from .metrics import Metrics
+from .types import NUMPY_TO_V2, InferRequest, InferResponse
 
 log = logging.getLogger(__name__)
 
@@ -122,34 +121,8 @@ def tensor_metadata(specs: Sequence[TensorSpec]) -> list[dict]:
     return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in specs]
 
 
-# Binary requests whose JSON header was seen before skip parsing and checking it again: a client
-# sends the same header with every request of a shape. 600 KB images spent 45 us here (caches are
-# cold after an inference), a tenth of the server's whole added latency.
-PLAN_HEADER_MAX = 16 * 1024
-PLANS_MAX = 256
-# A lone request (one client connection open, nothing queued or running) of a model this fast runs
-# on the event loop: two thread hand-offs cost 0.1 ms, and nothing could join its batch. The loop
-# is then blocked for one inference, which health probes and new connections can wait out; only
-# requests no larger than the warm-up's (whose latency was measured) qualify, so that a large
-# request of a dynamic shape cannot block it for long.
 INLINE_MAX_MS = 10.0
-# Requests whose JSON is at least this long (and compressed ones) are decoded on a thread of their
-# own, so that one of them cannot keep the event loop, and the health probes it answers, waiting:
-# a 57 MB JSON request held it for 3 to 9 s. Below this, decoding takes a few ms and the two
-# thread hand-offs (0.1 ms) would be felt.
-OFFLOAD_MIN_BYTES = 1 << 20
-OFFLOAD_MIN_COMPRESSED = 1 << 10
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What a request's JSON header says, parsed and checked against the model."""
-
-    layout: BinaryLayout | None  # None: the request is not all binary, and is not kept
-    rows: int
-    wanted: list[tuple[str, bool]]
-    id: str | None
-    elements: int  # in all inputs
+CHECKED_MAX = 256  # input signatures whose check against the model is kept
 
 
 class DataPlane:
@@ -172,10 +145,8 @@ class DataPlane:
         self._queue = max_queue_size
         self._queue_timeout = queue_timeout_s
         self.inflight = 0  # requests inside infer(); a drain waits for this to reach 0
-        self._plans: dict[bytes, _Plan] = {}  # by JSON header of binary requests
         self._inline_elements = 0  # requests with at most this many input elements may run inline
-        # one thread: large requests are decoded one at a time, which also bounds their memory
-        self._decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
+        self._checked: dict[tuple, tuple[int, int]] = {}  # (rows, elements) by input names, dtypes, shapes
         metrics.inflight.set_function(lambda: self.inflight)  # read when scraped, not locked per request
 
     # lifecycle -----------------------------------------------------------------------------
@@ -222,7 +193,6 @@ class DataPlane:
         return True
 
     def close(self) -> None:
-        self._decoder.shutdown(wait=False, cancel_futures=True)
         if self.batcher is not None:
             self.batcher.stop()
         if self.backend is not None:
@@ -302,79 +272,63 @@ class DataPlane:
         }
 
     # inference -----------------------------------------------------------------------------
-    async def infer(
-        self,
-        name: str,
-        version: str | None,
-        body: bytes,
-        header_length: int | None = None,
-        content_encoding: str = "",
-        max_body_bytes: int = 1 << 62,
-        started: float | None = None,
-        alone: bool = False,
-    ) -> tuple[bytes, int | None]:
-        """Serve one inference request; returns the response body and, for binary responses, its
-        JSON header length. Every outcome is counted. ``alone``: no other client is connected, so
-        no other request can share this one's batch."""
-        started = time.perf_counter() if started is None else started
-        self.inflight += 1
-        try:
-            result = await self._infer(name, version, body, header_length, content_encoding, max_body_bytes, alone)
-        except ServingError as exc:
-            self.metrics.failure(exc.reason)
-            raise
-        except Exception as exc:
-            log.exception("inference failed")
-            self.metrics.failure("internal")
-            raise InternalError(f"inference failed in the backend: {exc}") from exc
-        finally:
-            self.inflight -= 1
-        # counted after the response is written (call_soon runs at the next pass of the loop)
-        asyncio.get_running_loop().call_soon(self._succeeded, time.perf_counter() - started)
-        return result
-
-    def _succeeded(self, duration_s: float) -> None:
-        metrics = self.metrics
-        metrics.success.inc()
-        metrics.request_s.observe(duration_s)
-
-    def _decode(self, body, header_length, content_encoding, max_body_bytes) -> tuple[dict[str, np.ndarray], _Plan]:
-        """The input arrays of a request and its plan, checked against the model."""
-        backend = self.backend
-        if content_encoding:
-            body = decompress(body, content_encoding, max_body_bytes)
-        key = None
-        if header_length is not None and 0 < header_length <= min(len(body), PLAN_HEADER_MAX):
-            key = bytes(body[:header_length])
-        plan = self._plans.get(key) if key is not None else None
-        if plan is not None and plan.layout.size == len(body):
-            return plan.layout.inputs(body), plan
-        request = decode_request(body, header_length)
-        inputs = request.inputs
-        rows = validate_inputs(
-            self.name, inputs, backend.inputs, backend.max_batch_size, getattr(backend, "strings_are_text", False)
-        )
-        wanted = select_outputs(self.name, request, backend.outputs)
-        plan = _Plan(request.layout, rows, wanted, request.id, sum(arr.size for arr in inputs.values()))
-        if key is not None and request.layout is not None:
-            if len(self._plans) >= PLANS_MAX:
-                self._plans.clear()
-            self._plans[key] = plan
-        return inputs, plan
-
-    async def _infer(self, name, version, body, header_length, content_encoding, max_body_bytes, alone):
+    def admit(self, name: str, version: str | None) -> None:
+        """Refuse a request for another model, or while this one cannot serve: adapters call it
+        before decoding a body, so that these answers do not depend on the body."""
         self.check_model(name, version)
         if self.state is not State.READY and self.state is not State.DRAINING:
             self._loaded()
             raise NotReady(f"model {self.name!r} is warming up; retry once /v2/health/ready answers 200")
-        json_bytes = len(body) if header_length is None else header_length
-        if (content_encoding and len(body) >= OFFLOAD_MIN_COMPRESSED) or json_bytes >= OFFLOAD_MIN_BYTES:
-            loop = asyncio.get_running_loop()
-            inputs, plan = await loop.run_in_executor(
-                self._decoder, self._decode, body, header_length, content_encoding, max_body_bytes
-            )
-        else:
-            inputs, plan = self._decode(body, header_length, content_encoding, max_body_bytes)
-        inline = alone and plan.elements <= self._inline_elements
-        outputs = await self.batcher.submit(inputs, plan.rows, inline)
-        return encode_response(self.name, self.version, [(n, outputs[n], b) for n, b in plan.wanted], plan.id)
+
+    def _check(self, inputs: dict[str, np.ndarray]) -> tuple[int, int]:
+        """(rows, elements) of inputs that fit the model. Names, datatypes and shapes seen before
+        are not checked again: a client sends the same ones with every request."""
+        key = tuple((name, arr.dtype, arr.shape) for name, arr in inputs.items())
+        known = self._checked.get(key)
+        if known is not None:
+            return known
+        backend = self.backend
+        rows = validate_inputs(
+            self.name, inputs, backend.inputs, backend.max_batch_size, getattr(backend, "strings_are_text", False)
+        )
+        known = rows, sum(arr.size for arr in inputs.values())
+        if all(arr.dtype != np.object_ for arr in inputs.values()):  # BYTES contents are checked every time
+            if len(self._checked) >= CHECKED_MAX:
+                self._checked.clear()
+            self._checked[key] = known
+        return known
+
+    async def infer(
+        self,
+        name: str,
+        version: str | None,
+        request: InferRequest,
+        *,
+        protocol: str = "rest",
+        started: float | None = None,
+        alone: bool = False,
+    ) -> InferResponse:
+        """Serve one decoded request. Every outcome is counted, under the adapter's ``protocol``;
+        ``started``: when the adapter received it; ``alone``: no other client is connected, so no
+        other request can share this one's batch."""
+        started = time.perf_counter() if started is None else started
+        self.inflight += 1
+        try:
+            self.admit(name, version)
+            inputs = request.inputs
+            rows, elements = self._check(inputs)
+            wanted = select_outputs(self.name, request, self.backend.outputs)
+            inline = alone and elements <= self._inline_elements
+            outputs = await self.batcher.submit(inputs, rows, inline)
+        except ServingError as exc:
+            self.metrics.failure(exc.reason, protocol)
+            raise
+        except Exception as exc:
+            log.exception("inference failed")
+            self.metrics.failure("internal", protocol)
+            raise InternalError(f"inference failed in the backend: {exc}") from exc
+        finally:
+            self.inflight -= 1
+        # counted after the response is written (call_soon runs at the next pass of the loop)
+        asyncio.get_running_loop().call_soon(self.metrics.succeeded, protocol, time.perf_counter() - started)
+        return InferResponse(self.name, self.version, [(n, outputs[n], b) for n, b in wanted], request.id)

@@ -1,5 +1,6 @@
-"""Every error a request or a start can end in, and the one table that maps them to HTTP status,
-metrics reason and termination-message prefix. Nothing else in the runtime picks a status code."""
+"""Every error a request or a start can end in, and the tables that map them to HTTP status, gRPC
+status, metrics reason and termination-message prefix. Nothing else in the runtime picks a status
+code."""
 
 from __future__ import annotations
 
@@ -69,6 +70,29 @@ HTTP_STATUS: dict[type[ServingError], int] = {
     InternalError: 500,
     ServingError: 500,
 }
+
+
+# gRPC status codes, by name (grpc.StatusCode[name]), as Triton maps its errors; this module does
+# not import grpc. Overload, a queue timeout and a model not ready are all UNAVAILABLE: retry.
+GRPC_STATUS: dict[type[ServingError], str] = {
+    BadRequest: "INVALID_ARGUMENT",
+    Unauthorized: "UNAUTHENTICATED",
+    NotFound: "NOT_FOUND",
+    MethodNotAllowed: "UNIMPLEMENTED",
+    PayloadTooLarge: "RESOURCE_EXHAUSTED",
+    Overloaded: "UNAVAILABLE",
+    NotReady: "UNAVAILABLE",
+    QueueTimeout: "UNAVAILABLE",
+    InternalError: "INTERNAL",
+    ServingError: "INTERNAL",
+}
+
+
+def grpc_status(exc: ServingError) -> str:
+    for cls in type(exc).__mro__:
+        if cls in GRPC_STATUS:
+            return GRPC_STATUS[cls]
+    return "INTERNAL"
 
 
 def http_status(exc: ServingError) -> int:

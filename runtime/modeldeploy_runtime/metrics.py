@@ -36,6 +36,8 @@ DURATION_BUCKETS = (
     10.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# The `protocol` label of the request metrics: which adapter a request came through.
+PROTOCOLS = ("rest", "grpc")
 
 
 class Metrics:
@@ -45,14 +47,14 @@ class Metrics:
         r = self.registry
         self._requests = Counter(
             "modeldeploy_inference_requests",
-            "Inference requests by outcome and reason",
-            ["model", "outcome", "reason"],
+            "Inference requests by outcome, reason and protocol",
+            ["model", "outcome", "reason", "protocol"],
             registry=r,
         )
         self._request_s = Histogram(
             "modeldeploy_request_duration_seconds",
             "Time from request received to response ready",
-            ["model"],
+            ["model", "protocol"],
             buckets=DURATION_BUCKETS,
             registry=r,
         )
@@ -83,19 +85,23 @@ class Metrics:
             registry=r,
         )
         ProcessCollector(registry=r)
-        self.success = self._requests.labels(model, "success", "")
-        self.request_s = self._request_s.labels(model)
+        self._success = {p: self._requests.labels(model, "success", "", p) for p in PROTOCOLS}
+        self._request_by = {p: self._request_s.labels(model, p) for p in PROTOCOLS}
         self.queue_s = self._queue_s.labels(model)
         self.compute_s = self._compute_s.labels(model)
         self.batch = self._batch.labels(model)
         self.inflight = self._inflight.labels(model)
         self.ready = self._ready.labels(model)
-        self._failures: dict[str, Counter] = {}
+        self._failures: dict[tuple[str, str], Counter] = {}
 
-    def failure(self, reason: str) -> None:
-        child = self._failures.get(reason)
+    def succeeded(self, protocol: str, duration_s: float) -> None:
+        self._success[protocol].inc()
+        self._request_by[protocol].observe(duration_s)
+
+    def failure(self, reason: str, protocol: str = "rest") -> None:
+        child = self._failures.get((reason, protocol))
         if child is None:
-            child = self._failures[reason] = self._requests.labels(self.model, "failure", reason)
+            child = self._failures[reason, protocol] = self._requests.labels(self.model, "failure", reason, protocol)
         child.inc()
 
     def batch_done(self, queue_waits: Iterable[float], compute_s: float, rows: int) -> None:

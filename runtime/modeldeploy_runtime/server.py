@@ -178,11 +178,24 @@ async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> i
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
     await http.start(sock)
+    grpc_server = None
+    if config.grpc_port:
+        from .grpc_app import GrpcServer  # grpc is imported only when it is served
+
+        grpc_server = GrpcServer(dataplane, config.host, config.grpc_port, config.auth_token, config.max_body_bytes)
+        try:
+            await grpc_server.start()
+        except StartupError as exc:
+            log.error("%s", exc.termination_message)
+            write_termination_message(config.termination_log, exc.termination_message)
+            await http.stop(timeout_s=1)
+            return 1
     loading = asyncio.ensure_future(_load_in_thread(config, threads))
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({stopping, loading}, return_when=asyncio.FIRST_COMPLETED)
     if not loading.done():
         log.info("stopped before the model was ready")
+        await _stop_grpc(grpc_server, 1)
         await http.stop(timeout_s=5)
         return 0
     try:
@@ -191,6 +204,7 @@ async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> i
         dataplane.fail()
         log.error("%s", exc.termination_message)
         write_termination_message(config.termination_log, exc.termination_message)
+        await _stop_grpc(grpc_server, 0)
         await http.stop(timeout_s=1)
         return 1
     dataplane.attach(backend, warmup_p95_ms)
@@ -200,10 +214,11 @@ async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> i
     gc.freeze()  # the model and libraries stay: later collections need not scan them
     dataplane.set_ready()
     log.info(
-        "ready: model %s version %s on port %d, %d inference threads, %.2f s after start",
+        "ready: model %s version %s on port %d%s, %d inference threads, %.2f s after start",
         config.model_name,
         config.model_version,
         sock.getsockname()[1],
+        f" (gRPC on {grpc_server.port})" if grpc_server else "",
         threads,
         time.perf_counter() - started,
     )
@@ -217,12 +232,21 @@ async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> i
             await asyncio.wait_for(hurry.wait(), delay)
     http.stop_accepting()
     budget = max(1.0, DRAIN_TIMEOUT_S - delay)
+    # gRPC refuses new calls from here and lets those in progress finish within the budget
+    grpc_stopping = asyncio.ensure_future(_stop_grpc(grpc_server, budget))
     if not await dataplane.wait_idle(budget):
         log.warning("requests still in flight after %g s; stopping anyway", budget)
     await http.stop(timeout_s=5)
+    await grpc_stopping
+    app.close()
     dataplane.close()
     log.info("stopped")
     return 0
+
+
+async def _stop_grpc(server, grace_s: float) -> None:
+    if server is not None:
+        await server.stop(grace_s)
 
 
 def configure_logging(level: str) -> None:

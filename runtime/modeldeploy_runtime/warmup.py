@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from collections.abc import Sequence
 
 import numpy as np
 
-from .backends.base import V2_TO_NUMPY, Backend, TensorSpec
+from .backends.base import Backend, TensorSpec
+from .backends.sample import sample_inputs, time_sample
 from .errors import LatencyBudgetExceeded
 
 log = logging.getLogger(__name__)
@@ -25,20 +25,7 @@ log = logging.getLogger(__name__)
 
 def warmup_inputs(specs: Sequence[TensorSpec], batched: bool, seed: int = 0) -> dict[str, np.ndarray]:
     """One request's worth of random inputs: dynamic dimensions (the batch one included) are 1."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for spec in specs:
-        shape = tuple(1 if d < 0 else d for d in spec.shape)
-        if spec.datatype == "BYTES":
-            arr = np.empty(shape, dtype=np.object_)
-            arr.fill(b"warmup")
-        elif spec.datatype == "BOOL":
-            arr = rng.random(shape) < 0.5
-        else:
-            dtype = V2_TO_NUMPY[spec.datatype]
-            arr = (rng.random(shape) * (1 if dtype.kind == "f" else 2)).astype(dtype)
-        out[spec.name] = arr
-    return out
+    return sample_inputs(specs, batched, seed)
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -55,18 +42,7 @@ def percentile(samples: Sequence[float], q: float) -> float:
 def run_warmup(backend: Backend, requests: int) -> list[float]:
     """Latencies in seconds of ``requests`` single inferences, after one untimed first run that
     pays the one-time costs."""
-    return time_inferences(backend, warmup_inputs(backend.inputs, backend.max_batch_size > 0), requests)
-
-
-def time_inferences(backend: Backend, inputs: dict, runs: int) -> list[float]:
-    """Latencies in seconds of ``runs`` inferences of ``inputs``, after one untimed run."""
-    backend.infer(inputs)
-    latencies = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        backend.infer(inputs)
-        latencies.append(time.perf_counter() - start)
-    return latencies
+    return time_sample(backend, requests)
 
 
 def gate_verdict(p95_ms: float, budget_ms: float) -> str | None:

@@ -111,7 +111,7 @@ def test_the_pod_runs_as_the_user_the_image_was_built_for(target):
 def test_the_image_exposes_the_ports_the_pod_names(target):
     exposed = {int(p) for p in " ".join(args_of(stages()[target], "EXPOSE")).split()}
     ports = {p["name"]: p["containerPort"] for p in render_container(digits_target(), Settings())["ports"]}
-    assert ports == {"http": contract.HTTP_PORT, "metrics": contract.METRICS_PORT}
+    assert ports == {"http": contract.HTTP_PORT, "metrics": contract.METRICS_PORT, "grpc": contract.GRPC_PORT}
     assert set(ports.values()) <= exposed
 
 

@@ -221,7 +221,11 @@ def test_a_hand_edited_service_port_and_a_deleted_policy_are_restored(operator, 
     def ports() -> list[tuple[str, int]]:
         return sorted((p.name, p.port) for p in core.read_namespaced_service("edited", namespace).spec.ports)
 
-    wait_for(lambda: ports() == [("http", 8080), ("metrics", 9091)], 10, f"the ports restored (now {ports()})")
+    wait_for(
+        lambda: ports() == [("grpc", 8081), ("http", 8080), ("metrics", 9091)],
+        10,
+        f"the ports restored (now {ports()})",
+    )
     wait_for(lambda: "NetworkPolicy" in children(kctl, namespace), 10, "the NetworkPolicy recreated")
 
 

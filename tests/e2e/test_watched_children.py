@@ -47,6 +47,10 @@ def test_a_hand_edited_service_and_a_deleted_policy_are_repaired_before_any_resy
 
     quiet_kctl("patch", "svc", "edited", "-n", "edits", "--type=json",
                "-p", '[{"op":"replace","path":"/spec/ports/0/port","value":9999}]')  # fmt: skip
-    wait_for(lambda: ports() == [("http", 8080), ("metrics", 9091)], 10, f"the ports restored (now {ports()})")
+    wait_for(
+        lambda: ports() == [("grpc", 8081), ("http", 8080), ("metrics", 9091)],
+        10,
+        f"the ports restored (now {ports()})",
+    )
     quiet_kctl("delete", "networkpolicy", "edited", "-n", "edits")
     wait_for(lambda: "NetworkPolicy" in children(quiet_kctl, "edits"), 10, "the NetworkPolicy recreated")

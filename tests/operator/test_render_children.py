@@ -137,7 +137,32 @@ def test_service_exposes_the_inference_and_metrics_ports_by_name():
     assert spec["ports"] == [
         {"name": "http", "port": naming.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
         {"name": "metrics", "port": naming.METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+        {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
     ]
+
+
+GRPC_OFF = {"runtime": {"grpc": {"enabled": False}}}
+
+
+def test_grpc_switched_off_leaves_no_grpc_port_anywhere():
+    rendered = children(**GRPC_OFF)
+    assert [p["name"] for p in rendered["Service"]["spec"]["ports"]] == ["http", "metrics"]
+    container = rendered["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert [p["name"] for p in container["ports"]] == ["http", "metrics"]
+    assert "MODELDEPLOY_GRPC_PORT" not in {e["name"] for e in container["env"]}
+    assert rendered["NetworkPolicy"]["spec"]["ingress"] == [{"from": [{"podSelector": {}}], "ports": HTTP_ONLY}]
+
+
+def test_grpc_on_by_default_on_the_pod_with_the_runtime_told_its_port():
+    container = children()["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "grpc", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    assert {"name": "MODELDEPLOY_GRPC_PORT", "value": "8081"} in container["env"]
+
+
+def test_grpc_switch_is_in_the_spec_and_the_crd_as_a_boolean_defaulting_to_true():
+    assert api.ModelDeploymentSpec.model_validate({"model": {"uri": "pvc://m/x.onnx"}}).runtime.grpc.enabled is True
+    with pytest.raises(ValueError):
+        api.ModelDeploymentSpec.model_validate({"model": {"uri": "pvc://m/x.onnx"}, "runtime": {"grpc": {"on": True}}})
 
 
 # ---- NetworkPolicy --------------------------------------------------------------------------------
@@ -145,6 +170,7 @@ def test_service_exposes_the_inference_and_metrics_ports_by_name():
 FRONTEND = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "frontend"}}}
 MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
 HTTP_ONLY = [{"protocol": "TCP", "port": "http"}]
+INFERENCE = [{"protocol": "TCP", "port": "http"}, {"protocol": "TCP", "port": "grpc"}]  # REST and gRPC
 METRICS_ONLY = [{"protocol": "TCP", "port": "metrics"}]
 
 
@@ -154,12 +180,12 @@ def ingress(**policy) -> list[dict]:
     return manifest["spec"]["ingress"]
 
 
-def test_network_policy_default_admits_the_same_namespace_on_the_inference_port_only():
-    assert ingress() == [{"from": [{"podSelector": {}}], "ports": HTTP_ONLY}]
+def test_network_policy_default_admits_the_same_namespace_on_the_inference_ports_only():
+    assert ingress() == [{"from": [{"podSelector": {}}], "ports": INFERENCE}]
 
 
 def test_network_policy_admits_only_the_declared_callers():
-    assert ingress(allowFrom=[FRONTEND]) == [{"from": [FRONTEND], "ports": HTTP_ONLY}]
+    assert ingress(allowFrom=[FRONTEND]) == [{"from": [FRONTEND], "ports": INFERENCE}]
 
 
 def test_empty_allow_from_admits_no_caller():
@@ -168,7 +194,7 @@ def test_empty_allow_from_admits_no_caller():
 
 def test_metrics_scrapers_reach_the_metrics_port_only():
     assert ingress(allowFrom=[FRONTEND], allowMetricsFrom=[MONITORING]) == [
-        {"from": [FRONTEND], "ports": HTTP_ONLY},
+        {"from": [FRONTEND], "ports": INFERENCE},
         {"from": [MONITORING], "ports": METRICS_ONLY},
     ]
 
@@ -181,7 +207,7 @@ def test_network_policy_ports_name_real_container_ports():
     rendered = children(**EVERYTHING_ON)
     port_names = {p["name"] for p in rendered["Deployment"]["spec"]["template"]["spec"]["containers"][0]["ports"]}
     policy_ports = {p["port"] for rule in rendered["NetworkPolicy"]["spec"]["ingress"] for p in rule["ports"]}
-    assert policy_ports == {"http", "metrics"}
+    assert policy_ports == {"http", "grpc", "metrics"}
     assert policy_ports <= port_names
 
 

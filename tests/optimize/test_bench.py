@@ -9,7 +9,7 @@ import json
 
 import pytest
 from modeldeploy_runtime.optimize.bench import summarize
-from optimize_helpers import DEMO_MODEL, run_cli
+from optimize_helpers import DEMO_MODEL, free_port, run_cli
 
 
 def check_rows(rows, batch_sizes, concurrencies=(1,)):
@@ -54,6 +54,23 @@ def test_bench_over_http_with_binary_and_json_tensors(serve, tmp_path):
         assert all(r["runs_on"] == f"http {protocol}" for r in rows)
         assert all(r["client_cpu"] >= 0 for r in rows)
         assert "client cpu" in result.stdout
+
+
+def test_bench_over_grpc_with_raw_tensors(serve, tmp_path):
+    grpc_port = free_port()
+    serve(DEMO_MODEL, "digits", "--grpc-port", str(grpc_port), "--auth-token", "s3cret")
+    url = f"grpc://127.0.0.1:{grpc_port}"
+    denied = run_cli("bench", "--url", url, "--model-name", "digits", "--protocol", "grpc", "--duration", "0.2")
+    assert denied.returncode == 2 and "give --token" in denied.stderr
+    out = tmp_path / "grpc.json"
+    result = run_cli(
+        "bench", "--url", url, "--model-name", "digits", "--protocol", "grpc", "--token", "s3cret",
+        "--batch-sizes", "1,4", "--concurrency", "1,3", "--duration", "0.3", "--json", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())
+    check_rows(rows, [1, 4], [1, 3])
+    assert all(r["runs_on"] == "grpc" and r["client_cpu"] >= 0 for r in rows)
 
 
 def test_bench_over_http_asks_for_the_token_a_server_requires(serve):

@@ -166,7 +166,7 @@ def test_failures_are_counted_by_reason(server):
     infer_json(server, {"inputs": good_inputs()[:1]})
     with urllib.request.urlopen(server.base + "/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    found = re.search(r'modeldeploy_inference_requests_total\{model="two",outcome="failure",reason="bad_request"\} (\S+)',
+    found = re.search(r'modeldeploy_inference_requests_total\{model="two",outcome="failure",protocol="rest",reason="bad_request"\} (\S+)',
                       text)  # fmt: skip
     assert found and float(found.group(1)) >= 1
 
@@ -175,7 +175,8 @@ def failures(server) -> dict[str, float]:
     with urllib.request.urlopen(server.base + "/metrics", timeout=5) as resp:
         text = resp.read().decode()
     found = re.findall(
-        r'modeldeploy_inference_requests_total\{model="two",outcome="failure",reason="(\w+)"\} (\S+)', text
+        r'modeldeploy_inference_requests_total\{model="two",outcome="failure",protocol="rest",reason="(\w+)"\} (\S+)',
+        text,
     )
     return {reason: float(value) for reason, value in found}
 

@@ -120,3 +120,18 @@ def test_file_uri_is_a_path():
 def test_bf16_on_openvino_or_auto_is_accepted(backend):
     config = load_config([], {**BASE, "MODELDEPLOY_BACKEND": backend, "MODELDEPLOY_PRECISION": "bf16"})
     assert (config.backend, config.precision) == (backend, "bf16")
+
+
+def test_grpc_is_off_unless_a_port_is_named_and_that_port_must_be_free_of_the_others():
+    assert load_config([], BASE).grpc_port == 0
+    assert load_config([], {**BASE, "MODELDEPLOY_GRPC_PORT": "8081"}).grpc_port == 8081
+    for env in (
+        {"MODELDEPLOY_GRPC_PORT": "8080"},
+        {"MODELDEPLOY_GRPC_PORT": "9091", "MODELDEPLOY_METRICS_PORT": "9091"},
+    ):
+        with pytest.raises(
+            ConfigError, match=r"MODELDEPLOY_GRPC_PORT \(flag --grpc-port\) is \d+, a port the HTTP or metrics"
+        ):
+            load_config([], {**BASE, **env})
+    with pytest.raises(ConfigError, match="MODELDEPLOY_GRPC_PORT"):
+        load_config([], {**BASE, "MODELDEPLOY_GRPC_PORT": "70000"})

@@ -115,7 +115,10 @@ def test_metrics_use_the_contract_names(client, affine_server):
     ):
         assert f"{name}{{" in text, name
     assert 'modeldeploy_model_ready{model="affine"} 1.0' in text
-    ok = re.search(r'modeldeploy_inference_requests_total\{model="affine",outcome="success",reason=""\} (\S+)', text)
+    ok = re.search(
+        r'modeldeploy_inference_requests_total\{model="affine",outcome="success",protocol="rest",reason=""\} (\S+)',
+        text,
+    )
     assert ok and float(ok.group(1)) >= 1
 
 

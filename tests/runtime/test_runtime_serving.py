@@ -53,7 +53,11 @@ def test_auth_guards_inference_and_metadata_but_not_health(server_factory, model
     assert client.infer("m", [inp], headers=good).as_numpy("y").tolist() == [[1.0] * 4]
     client.close()
     assert (
-        metric(server, 'modeldeploy_inference_requests_total{model="m",outcome="failure",reason="unauthorized"}') >= 2
+        metric(
+            server,
+            'modeldeploy_inference_requests_total{model="m",outcome="failure",protocol="rest",reason="unauthorized"}',
+        )
+        >= 2
     )
 
 
@@ -127,7 +131,13 @@ def test_bytes_that_are_not_utf8_are_refused_not_rewritten(server_factory, model
     with pytest.raises(InferenceServerException, match=r"'text': element 1 is not UTF-8"):
         client.infer("m", [inp])
     client.close()
-    assert metric(server, 'modeldeploy_inference_requests_total{model="m",outcome="failure",reason="bad_request"}') == 1
+    assert (
+        metric(
+            server,
+            'modeldeploy_inference_requests_total{model="m",outcome="failure",protocol="rest",reason="bad_request"}',
+        )
+        == 1
+    )
 
 
 @pytest.mark.parametrize("binary_in", [True, False])
@@ -167,7 +177,13 @@ def test_full_queue_answers_503_with_retry_after(server_factory, models):
     refused = [h for code, h in statuses if code == 503]
     assert all(h.get("retry-after") == "1" for h in refused)
     assert post(server, *slow_request(rows=1))[0] == 200  # serving again once the queue drained
-    assert metric(server, 'modeldeploy_inference_requests_total{model="m",outcome="failure",reason="overloaded"}') >= 1
+    assert (
+        metric(
+            server,
+            'modeldeploy_inference_requests_total{model="m",outcome="failure",protocol="rest",reason="overloaded"}',
+        )
+        >= 1
+    )
 
 
 def test_queue_timeout_answers_503_with_retry_after(server_factory, models):
@@ -191,7 +207,11 @@ def test_queue_timeout_answers_503_with_retry_after(server_factory, models):
     assert len(codes) == 6 and codes[0] == 200 and codes[-1] == 503, codes
     assert all(h.get("retry-after") == "1" for code, h in results if code == 503)
     assert (
-        metric(server, 'modeldeploy_inference_requests_total{model="m",outcome="failure",reason="queue_timeout"}') >= 1
+        metric(
+            server,
+            'modeldeploy_inference_requests_total{model="m",outcome="failure",protocol="rest",reason="queue_timeout"}',
+        )
+        >= 1
     )
     config = json.loads(urllib.request.urlopen(server.base + "/v2/models/m/config", timeout=10).read())
     assert config["dynamic_batching"]["default_queue_policy"] == {

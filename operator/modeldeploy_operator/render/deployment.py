@@ -90,6 +90,7 @@ def runtime_env(target: Target) -> list[dict[str, Any]]:
         "MODELDEPLOY_THREADS": str(runtime.threads),
         "MODELDEPLOY_PORT": str(naming.HTTP_PORT),
         "MODELDEPLOY_METRICS_PORT": str(naming.METRICS_PORT),
+        contract.GRPC_PORT_ENV: str(naming.GRPC_PORT) if runtime.grpc.enabled else "",
         "MODELDEPLOY_CACHE_DIR": naming.CACHE_MOUNT,
         "MODELDEPLOY_DRAIN_DELAY_S": str(DRAIN_DELAY_S),
         **golden_set_env(spec),
@@ -132,14 +133,17 @@ def http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
 
 def render_container(target: Target, settings: Settings) -> dict[str, Any]:
     runtime = target.spec.runtime
+    ports = [
+        {"name": "http", "containerPort": naming.HTTP_PORT, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": naming.METRICS_PORT, "protocol": "TCP"},
+    ]
+    if runtime.grpc.enabled:
+        ports.append({"name": "grpc", "containerPort": naming.GRPC_PORT, "protocol": "TCP"})
     container: dict[str, Any] = {
         "name": naming.CONTAINER_NAME,
         "image": runtime.image or settings.runtime_image,
         "args": list(contract.SERVE_ARGS),  # after the image's ENTRYPOINT
-        "ports": [
-            {"name": "http", "containerPort": naming.HTTP_PORT, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": naming.METRICS_PORT, "protocol": "TCP"},
-        ],
+        "ports": ports,
         "env": runtime_env(target),
         "resources": container_resources(target.spec),
         "readinessProbe": http_probe(contract.READY_PATH, period=5, failures=3),

@@ -1,4 +1,5 @@
-"""Ingress to the model pods: only the declared callers on the inference port, only the declared
+"""Ingress to the model pods: only the declared callers on the inference ports (REST, and gRPC
+when it is on), only the declared
 scrapers on the metrics port, nothing else (NetworkPolicies are additive allow-lists)."""
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ def render_network_policy(target: Target) -> dict[str, Any] | None:
     callers = SAME_NAMESPACE if policy.allow_from is None else policy.allow_from
     ingress = []
     if callers:
-        ingress.append({"from": callers, "ports": [{"protocol": "TCP", "port": "http"}]})
+        ports = [{"protocol": "TCP", "port": "http"}]
+        if target.spec.runtime.grpc.enabled:
+            ports.append({"protocol": "TCP", "port": "grpc"})
+        ingress.append({"from": callers, "ports": ports})
     if policy.allow_metrics_from:
         ingress.append({"from": policy.allow_metrics_from, "ports": [{"protocol": "TCP", "port": "metrics"}]})
     return {

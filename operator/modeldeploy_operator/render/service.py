@@ -7,6 +7,14 @@ from .common import Target, object_meta
 
 
 def render_service(target: Target) -> dict[str, Any]:
+    ports = [
+        {"name": "http", "port": naming.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+        {"name": "metrics", "port": naming.METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+    ]
+    if target.spec.runtime.grpc.enabled:
+        ports.append(
+            {"name": "grpc", "port": naming.GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"}
+        )
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -14,9 +22,6 @@ def render_service(target: Target) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": naming.selector_labels(target.name),
-            "ports": [
-                {"name": "http", "port": naming.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
-                {"name": "metrics", "port": naming.METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
-            ],
+            "ports": ports,
         },
     }

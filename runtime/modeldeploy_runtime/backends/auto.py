@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import Backend, BackendError
+from .sample import sample_inputs, time_inferences
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ def agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
 
 def time_backend(backend: Backend, inputs: dict[str, np.ndarray], runs: int = TIMED_RUNS) -> float:
     """Median latency in ms of ``runs`` inferences after one untimed run."""
-    from ..warmup import time_inferences
-
     return statistics.median(time_inferences(backend, inputs, runs)) * 1000.0
 
 
@@ -61,8 +60,6 @@ def choose(loaders: dict[str, Callable[[], Backend]], precision: str, runs: int 
 
     An engine that fails to load or to run on the warm-up inputs is left out, with the reason
     logged; when none loads, the first one's error is raised."""
-    from ..warmup import warmup_inputs
-
     trials: list[Trial] = []
     errors: dict[str, str] = {}
     reference_out = None
@@ -75,7 +72,7 @@ def choose(loaders: dict[str, Callable[[], Backend]], precision: str, runs: int 
             log.warning("backend auto: %s cannot serve this model: %s", name, exc)
             continue
         if inputs is None:
-            inputs = warmup_inputs(backend.inputs, backend.max_batch_size > 0)
+            inputs = sample_inputs(backend.inputs, backend.max_batch_size > 0)
         try:
             p50 = time_backend(backend, inputs, runs)
             out = backend.infer(inputs)

@@ -11,23 +11,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-# Open Inference Protocol v2 datatypes <-> numpy. BYTES is carried as numpy object arrays.
-V2_TO_NUMPY: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-    "BYTES": np.dtype(np.object_),
-}
-NUMPY_TO_V2: dict[np.dtype, str] = {dt: name for name, dt in V2_TO_NUMPY.items()}
+# The v2 datatype tables live at the bottom of the runtime (types.py); imported here for the backends.
+from ..types import NUMPY_TO_V2, V2_TO_NUMPY  # noqa: F401
 
 
 class BackendError(Exception):

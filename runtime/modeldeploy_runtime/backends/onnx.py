@@ -18,6 +18,7 @@ import numpy as np
 
 from ..providers import CUDA_EP, GPU_EPS, TRT_EP, provider_mismatch
 from .base import BackendError, BackendInfo, GpuUnavailableError, ProviderMismatchError, TensorSpec
+from .sample import sample_inputs, time_sample
 
 log = logging.getLogger(__name__)
 
@@ -286,9 +287,7 @@ class OnnxBackend:
         once. A batch runs on the smallest size that holds it, padded with zero rows; the cost is a
         copy of the model's weights on the GPU per extra session and at most twice the rows
         computed."""
-        from ..warmup import warmup_inputs
-
-        sample = warmup_inputs(self.inputs, batched=True)
+        sample = sample_inputs(self.inputs, batched=True)
         sizes = batch_buckets(self.max_batch_size)
         buckets = []
         for size in sizes:
@@ -310,10 +309,8 @@ class OnnxBackend:
     def _probe_latency(self, runs: int = 3) -> float:
         """Median latency of a single inference (0 when the model cannot run on generated inputs;
         warm-up will then report why)."""
-        from ..warmup import time_inferences, warmup_inputs
-
         try:
-            samples = time_inferences(self, warmup_inputs(self.inputs, self.max_batch_size > 0), runs)
+            samples = time_sample(self, runs)
         except Exception:
             return 0.0
         return sorted(samples)[len(samples) // 2]

@@ -26,6 +26,7 @@ EPILOG = """examples:
   modeldeploy bench model.onnx --engine openvino --precision bf16 --batch-sizes 1,8
   modeldeploy bench model.tflite --batch-sizes 1
   modeldeploy bench --url http://localhost:8080 --model-name resnet --concurrency 1,8 --protocol binary
+  modeldeploy bench --url grpc://localhost:8081 --model-name resnet --concurrency 1,8 --protocol grpc
 """
 
 
@@ -56,15 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument(
         "--threads", type=int, default=0, metavar="N", help="ONNX Runtime intra-op threads (0: its default)"
     )
-    remote = parser.add_argument_group("server (Open Inference Protocol v2 over HTTP)")
-    remote.add_argument("--url", help="server base URL, e.g. http://localhost:8080")
+    remote = parser.add_argument_group("server (Open Inference Protocol v2 over HTTP or gRPC)")
+    remote.add_argument(
+        "--url", help="server base URL, e.g. http://localhost:8080 (grpc://localhost:8081 with --protocol grpc)"
+    )
     remote.add_argument("--model-name", help="the served model's name")
     remote.add_argument("--model-version", help="the served version (default: the server's choice)")
     remote.add_argument(
         "--concurrency", default="1", metavar="LIST", help="concurrent clients, comma-separated (default 1)"
     )
     remote.add_argument(
-        "--protocol", choices=("binary", "json"), default="binary", help="tensor encoding (default binary)"
+        "--protocol",
+        choices=("binary", "json", "grpc"),
+        default="binary",
+        help="REST with binary or JSON tensors, or gRPC with raw_input_contents (default binary)",
     )
     remote.add_argument("--token", help="bearer token, when the server requires one")
     remote.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="per request (default 30)")
@@ -148,6 +154,8 @@ def _server(args: argparse.Namespace, batch_sizes: list[int]):
     from ..optimize import bench
     from ..optimize.bench_http import bench_server
 
+    if args.protocol == "grpc":
+        from ..optimize.bench_grpc import bench_grpc_server as bench_server  # noqa: F811
     if not args.model_name:
         raise UsageError("--url needs --model-name NAME (the model as the server names it)")
     if args.data:
@@ -158,7 +166,7 @@ def _server(args: argparse.Namespace, batch_sizes: list[int]):
         version=args.model_version,
         batch_sizes=batch_sizes,
         concurrencies=_ints(bench, args.concurrency, "--concurrency"),
-        protocol=args.protocol,
+        **({} if args.protocol == "grpc" else {"protocol": args.protocol}),
         duration=args.duration,
         warmup=args.warmup,
         token=args.token,
