@@ -59,7 +59,9 @@ def test_the_command_prints_the_four_children_of_the_cpu_example():
 
 def test_the_output_is_exactly_what_the_operator_applies():
     code, docs, err = run(str(DIGITS))
-    assert (code, err) == (0, "")
+    # stderr says what an update costs; stdout is only the manifests.
+    cost = "update surges 1 pod: the pods request no GPU; it takes up to 1 of 2 replicas offline at a time"
+    assert (code, err) == (0, f"modeldeploy render: digits: {cost}\n")
     raw = yaml.safe_load(DIGITS.read_text())
     target = Target("digits", "default", "<uid>", api.ModelDeploymentSpec.model_validate(raw["spec"]))
     expected = [with_spec_hash(c.manifest) for c in render_children(target, Settings()) if c.manifest is not None]
