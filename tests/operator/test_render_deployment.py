@@ -109,6 +109,14 @@ def test_require_gpu_follows_the_gpu_count(gpus, expected):
     assert env_value("MODELDEPLOY_REQUIRE_GPU", resources={"gpu": gpus}) == expected
 
 
+@pytest.mark.parametrize("gpus, require, expected", [(1, False, "false"), (0, True, "true")])
+def test_require_gpu_can_be_set_apart_from_the_gpu_count(gpus, require, expected):
+    """A pod holding a GPU may still serve on the CPU (requireGpu false), with its GPU limit kept."""
+    spec = {"resources": {"gpu": gpus}, "runtime": {"requireGpu": require}}
+    assert env_value("MODELDEPLOY_REQUIRE_GPU", **spec) == expected
+    assert container(**spec)["resources"].get("limits", {}).get("nvidia.com/gpu") == (str(gpus) if gpus else None)
+
+
 # ---- where the model comes from -----------------------------------------------------------------
 
 
