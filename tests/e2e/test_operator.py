@@ -64,7 +64,8 @@ def test_create_makes_every_child_owned_by_the_resource(operator, namespace, kct
     assert container.image == "registry.local/modeldeploy/runtime:test"
     assert container.readiness_probe.http_get.path == "/v2/health/ready"
     assert container.security_context.read_only_root_filesystem is True
-    assert dep.spec.strategy.rolling_update.max_surge == 0
+    # maxSurge auto: pods without GPUs always surge by one; one of the two may be unavailable.
+    assert (dep.spec.strategy.rolling_update.max_surge, dep.spec.strategy.rolling_update.max_unavailable) == (1, 1)
 
     status = wait_for(
         lambda: (s := status_of(custom, namespace, "m1")).get("phase") == "Progressing" and s, 20, "phase Progressing"
