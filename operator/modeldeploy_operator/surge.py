@@ -24,6 +24,7 @@ from kubernetes.utils.quantity import parse_quantity
 
 from . import api
 from .drift import is_subset
+from .naming import content_hash
 
 AUTO = "auto"
 PLAN_ANNOTATION = f"{api.GROUP}/update-plan"
@@ -50,13 +51,15 @@ class SurgePlan:
     message: str
     auto: bool = False  # decided by maxSurge auto (so kept until the next update)
 
-    def annotation(self) -> str:
+    def annotation(self, pod_template: dict[str, Any]) -> str:
+        """The plan as kept on the Deployment, with the hash of the pod template it was decided for."""
         return json.dumps(
             {
                 "auto": self.auto,
                 "maxSurge": self.max_surge,
                 "maxUnavailable": self.max_unavailable,
                 "message": self.message,
+                "template": content_hash(pod_template),
             },
             sort_keys=True,
         )
@@ -325,34 +328,44 @@ def plan_surge(
 # ---- keeping a decision until the next update ---------------------------------------------------
 
 
-def applied_plan(deployment: dict[str, Any] | None) -> SurgePlan | None:
-    """The plan recorded on a live Deployment, or None."""
+def _recorded(deployment: dict[str, Any] | None) -> tuple[SurgePlan, str] | None:
     raw = (((deployment or {}).get("metadata") or {}).get("annotations") or {}).get(PLAN_ANNOTATION)
     if not raw:
         return None
     try:
         data = json.loads(raw)
         plan = SurgePlan(data["maxSurge"], data["maxUnavailable"], str(data["message"]), bool(data["auto"]))
-    except (ValueError, KeyError, TypeError):
+        template = str(data.get("template") or "")
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
     ok = all(
-        isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str)
+        (isinstance(v, int) and not isinstance(v, bool)) or isinstance(v, str)
         for v in (plan.max_surge, plan.max_unavailable)
     )
-    return plan if ok else None
+    return (plan, template) if ok else None
+
+
+def applied_plan(deployment: dict[str, Any] | None) -> SurgePlan | None:
+    """The plan recorded on a live (or rendered) Deployment, or None."""
+    recorded = _recorded(deployment)
+    return recorded[0] if recorded else None
 
 
 def kept_plan(
     rollout: api.Rollout, pod_template: dict[str, Any], deployment: dict[str, Any] | None
 ) -> SurgePlan | None:
     """The auto plan of the live Deployment while its pod template stays as it is (no update is
-    being applied), so that it is not rewritten; None when a plan must be decided now."""
+    being applied), so that it is not rewritten; None when a plan must be decided now. The same
+    template is the one the plan was decided for (a field removed from the spec changes it) and
+    still what is live (a hand edit that the apply would undo is an update too)."""
     if rollout.max_surge != AUTO:
         return None
-    plan = applied_plan(deployment)
-    if plan is None or not plan.auto:
+    recorded = _recorded(deployment)
+    if recorded is None or not recorded[0].auto:
         return None
+    plan, template_hash = recorded
     if rollout.max_unavailable is not None and plan.max_unavailable != rollout.max_unavailable:
         return None  # the user changed maxUnavailable: decide again
     live_template = ((deployment or {}).get("spec") or {}).get("template")
-    return plan if is_subset(pod_template, live_template) else None
+    same = template_hash == content_hash(pod_template) and is_subset(pod_template, live_template)
+    return plan if same else None

@@ -313,3 +313,17 @@ def test_a_missing_or_unreadable_annotation_decides_again(annotation):
     deployment["metadata"]["annotations"][surge.PLAN_ANNOTATION] = annotation
     assert surge.kept_plan(rollout, template, deployment) is None
     assert surge.kept_plan(rollout, template, None) is None
+
+
+def test_a_field_removed_from_the_spec_is_an_update_too():
+    """The new template is a subset of the live one, yet the pods are replaced: decide again."""
+    toleration = {"key": "dedicated", "operator": "Exists"}
+    deployment, rollout, _ = live_deployment(scheduling={"tolerations": [toleration]})
+    without = render_pod_template(make_target(), SETTINGS)
+    assert surge.kept_plan(rollout, without, deployment) is None
+
+
+def test_a_hand_edit_of_the_live_template_that_the_apply_undoes_decides_again():
+    deployment, rollout, template = live_deployment()
+    deployment["spec"]["template"]["spec"]["containers"][0]["image"] = "edited:1"
+    assert surge.kept_plan(rollout, template, deployment) is None

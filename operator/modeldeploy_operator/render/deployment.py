@@ -203,7 +203,7 @@ def render_deployment(
     if plan is None:
         plan = surge.plan_surge(rollout, spec.replicas, template, None)
     meta = object_meta(target)
-    meta["annotations"] = {surge.PLAN_ANNOTATION: plan.annotation()}
+    meta["annotations"] = {surge.PLAN_ANNOTATION: plan.annotation(template)}
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": naming.selector_labels(target.name)},
         "strategy": {
