@@ -473,6 +473,9 @@ def test_the_gpu_inventory_is_listed_cluster_wide_and_without_it_a_gpu_update_do
     op, audit = operators.run_operator(container)
     ns = operators.namespace("gpu-inventory")
     operators.apply(ns, gpu)
+    # Serving (not rolling out), so that status says what the next update would do as the cluster is.
+    wait_for(lambda: operators.play_kubelet(ns, "digits-gpu") == 2, 20, "the pods of digits-gpu")
+    wait_reconciled(operators, audit, op, ns, "digits-gpu", "Ready")
     cost = "update will take 1 of 2 replicas offline at a time: no free nvidia.com/gpu on any node"
     wait_for(lambda: operators.status(ns, "digits-gpu").get("updateCost", "").startswith(cost), 20, cost)
     requests = {describe(e) for e in audit.requests()}
