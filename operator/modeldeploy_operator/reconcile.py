@@ -198,7 +198,7 @@ def _needs_gpu_inventory(spec: api.ModelDeploymentSpec, template: dict[str, Any]
     return spec.rollout.max_surge == surge.AUTO and bool(surge.gpu_requests(template.get("spec") or {}))
 
 
-def _choose_plan(
+def choose_plan(
     kube: Kube, spec: api.ModelDeploymentSpec, template: dict[str, Any], deployment: dict[str, Any] | None
 ) -> surge.SurgePlan:
     """The live Deployment's plan while its pod template stays; decided afresh, from the nodes and
@@ -241,7 +241,7 @@ def _sync_children(
         children = [c for c in children if c.kind != "Deployment"]
     template = restore if restore is not None else render_pod_template(target, settings)
     live = kube.live_children(children, target.namespace, target.name)
-    plan = _choose_plan(kube, target.spec, template, live.get("Deployment"))
+    plan = choose_plan(kube, target.spec, template, live.get("Deployment"))
     children = [
         replace(c, manifest=render_deployment(target, settings, restore, plan)) if c.kind == "Deployment" else c
         for c in children
@@ -305,7 +305,7 @@ def _roll_back(
     # Record the intent before acting: if the operator dies before the template is applied, the
     # next reconcile reads the record, is pinned to the known good template, and completes it.
     _write_status(kube, body, observed)
-    plan = _choose_plan(kube, target.spec, template, None)
+    plan = choose_plan(kube, target.spec, template, None)
     restored = kube.apply(with_spec_hash(render_deployment(target, settings, template, plan)))
     log.warning(
         "%s/%s: rolled back to revision %s: %s",

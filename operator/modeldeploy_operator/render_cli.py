@@ -50,7 +50,7 @@ def cluster_planner(kubeconfig: str, context: str | None) -> Planner:
     import kubernetes
 
     from .kube import Kube
-    from .reconcile import _choose_plan
+    from .reconcile import choose_plan
 
     config = kubernetes.client.Configuration()
     kubernetes.config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=config)
@@ -58,7 +58,7 @@ def cluster_planner(kubeconfig: str, context: str | None) -> Planner:
 
     def plan(target: Target, template: dict[str, Any]) -> surge.SurgePlan:
         live = kube.get("apps/v1", "Deployment", target.namespace, target.name)
-        return _choose_plan(kube, target.spec, template, live)
+        return choose_plan(kube, target.spec, template, live)
 
     return plan
 

@@ -160,3 +160,13 @@ def test_a_file_that_is_not_yaml_exits_2(tmp_path):
     code, _, err = run(str(path))
     assert code == 2
     assert "cannot read" in err
+
+
+def test_offline_a_gpu_resource_says_that_the_operator_decides_its_surge(tmp_path):
+    code, docs, err = render(tmp_path, resource("g", resources={"gpu": 1}))
+    assert code == 0
+    assert docs[0]["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    assert err == (
+        "modeldeploy render: g: maxSurge auto is decided by the operator when it applies an update: it surges "
+        "1 pod if the cluster has a free nvidia.com/gpu for it, else the update will take 1 of 1 replicas offline\n"
+    )
