@@ -333,6 +333,13 @@ class Runtime(Model):
     )
     cache: CacheVolume = Field(default_factory=CacheVolume, description="Cache volume for downloads and engines.")
     grpc: GrpcApi = Field(default_factory=GrpcApi, description="The v2 gRPC API on port 8081.")
+    require_gpu: bool | None = Field(
+        default=None,
+        description=(
+            "Refuse to start unless a GPU execution provider really works. Defaults to true when "
+            "`resources.gpu` is above 0; false lets a pod that holds a GPU serve on the CPU instead."
+        ),
+    )
     env: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Extra environment variables for the runtime container (Kubernetes EnvVar objects).",
@@ -432,12 +439,22 @@ class Auth(Model):
 
 class Rollout(Model):
     max_surge: int | str = Field(
-        default=0,
-        description="Extra pods during a rollout. 0 (default) never asks for more GPUs than the steady state.",
+        default="auto",
+        description=(
+            "Extra pods during a rollout. `auto` (default): 1 when the cluster has room for one more pod "
+            "when the update is applied (a node the pods may run on with a free GPU of the kind they request; "
+            "always for pods without GPUs), else 0, so that the update never waits for a GPU that is not "
+            "there. `status.updateCost` says which it will be. A number or percentage is used as written."
+        ),
         json_schema_extra=INT_OR_STRING,
     )
-    max_unavailable: int | str = Field(
-        default=1, description="Pods that may be unavailable during a rollout.", json_schema_extra=INT_OR_STRING
+    max_unavailable: int | str | None = Field(
+        default=None,
+        description=(
+            "Pods that may be unavailable during a rollout. Unset: 0 when a single replica is updated with "
+            "a surge pod (the old pod serves until the new one is ready), else 1."
+        ),
+        json_schema_extra=INT_OR_STRING,
     )
     progress_deadline_seconds: int = Field(
         default=600,
@@ -570,3 +587,11 @@ class ModelDeploymentStatus(Model):
     )
     rollback: RollbackRecord | None = Field(default=None, description="The last failed rollout and what was done.")
     rollback_count: int = Field(default=0, description="Rollbacks performed over the life of this resource.")
+    update_cost: str | None = Field(
+        default=None,
+        description=(
+            "What an update costs: while one rolls out, the plan it runs with; otherwise what the next "
+            "update would do as the cluster stands, e.g. `update surges 1 pod: 1 free nvidia.com/gpu on "
+            "node-a` or `update will take 1 of 1 replicas offline: no free nvidia.com/gpu on nodes matching ...`."
+        ),
+    )

@@ -12,6 +12,8 @@ import json
 import logging
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -23,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from . import api, metrics, naming
 from .drift import list_repairs, needs_apply, replicas_handover, with_spec_hash
 from .render import Child
+from .surge import Inventory
 from .versions import ApiVersions, choose_api_versions
 
 log = logging.getLogger(__name__)
@@ -119,9 +122,17 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# Pods that may hold a node's resources: bound, not finished (the API server filters).
+HOLDING_PODS = "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"
+# How old an inventory may be for a forecast in status: one read serves every reconcile meanwhile.
+INVENTORY_MAX_AGE_S = 10.0
+
+
 @dataclass
 class Kube:
     client: kubernetes.client.ApiClient
+    _inventory: tuple[float, Inventory] | None = field(default=None, repr=False)
+    _inventory_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def from_environment(cls) -> Kube:
@@ -180,6 +191,27 @@ class Kube:
     def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
         result = self.request("GET", path(api_version, kind, namespace), query={"labelSelector": selector})
         return list((result or {}).get("items") or [])
+
+    def gpu_inventory(self, max_age_s: float = INVENTORY_MAX_AGE_S) -> Inventory:
+        """Every Node and every pod bound to one that has not finished, cluster-wide (list only),
+        for `surge.plan_surge`. What cannot be read (no RBAC for it, a busy server) is said in
+        `Inventory.error`, and the plan then counts no GPU as free."""
+        with self._inventory_lock:
+            cached = self._inventory
+            if cached is not None and time.monotonic() - cached[0] <= max_age_s:
+                return cached[1]
+            try:
+                nodes = (self.request("GET", "/api/v1/nodes") or {}).get("items") or []
+                pods = (self.request("GET", "/api/v1/pods", query={"fieldSelector": HOLDING_PODS}) or {}).get(
+                    "items"
+                ) or []
+                inventory = Inventory(tuple(nodes), tuple(pods))
+            except ApiException as exc:
+                inventory = Inventory(error=f"{exc.status} {_message(exc.body or '')}".strip())
+            except (TransientError, Refused) as exc:
+                inventory = Inventory(error=str(exc))
+            self._inventory = (time.monotonic(), inventory)
+            return inventory
 
     # ---- discovery --------------------------------------------------------------------------------
 

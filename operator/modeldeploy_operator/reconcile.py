@@ -13,14 +13,14 @@ from typing import Any
 import pydantic
 from kubernetes.client.exceptions import ApiException
 
-from . import api, metrics, naming
+from . import api, metrics, naming, surge
 from .drift import with_spec_hash
 from .fieldmap import refusal_problems
 from .kube import Kube, Refused, now_rfc3339
 from .observe import ABSENT, observe_rollout, replicaset_template
 from .preflight import check_model_source
 from .render import Child, Settings, Target, render_children, render_deployment, render_pod_template
-from .rollback import Action, Decision, assess_rollout, decide_rollback, follow_revisions, is_pinned
+from .rollback import Action, Decision, Verdict, assess_rollout, decide_rollback, follow_revisions, is_pinned
 from .status import Observed, compute_status, status_to_dict, transitions
 from .validation import Problem, check_auth_secret, validate_spec
 
@@ -123,7 +123,7 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
         return Result(_write_refusal(kube, body, observed, deployment, replicasets, pods), None)
 
     target = Target(name, namespace, meta["uid"], spec)
-    deployment, template, refused = _sync_children(kube, settings, target, observed, replicasets)
+    deployment, template, plan, refused = _sync_children(kube, settings, target, observed, replicasets)
     if refused:
         observed = replace(observed, problems=refused)
         return Result(_write_refusal(kube, body, observed, deployment, replicasets, pods), None)
@@ -131,7 +131,14 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
     state = observe_rollout(deployment, replicasets, pods)
     assessment = assess_rollout(state, spec.rollout.crash_loop_restarts)
     known_good, record = follow_revisions(observed.known_good, observed.record, state, replicasets)
-    observed = replace(observed, state=state, assessment=assessment, known_good=known_good, record=record)
+    observed = replace(
+        observed,
+        state=state,
+        assessment=assessment,
+        known_good=known_good,
+        record=record,
+        update_cost=_update_cost(kube, spec, template, deployment, plan, assessment.verdict),
+    )
 
     decision = decide_rollback(
         assessment,
@@ -188,11 +195,49 @@ def _judge(kube: Kube, target: Target, children: list[Child], live: dict[str, An
     return problems
 
 
+def _replicas(spec: api.ModelDeploymentSpec, deployment: dict[str, Any] | None) -> int:
+    if not spec.autoscaling.enabled:
+        return spec.replicas
+    live = ((deployment or {}).get("spec") or {}).get("replicas")
+    return int(live) if isinstance(live, int) else spec.autoscaling.min_replicas
+
+
+def _needs_gpu_inventory(spec: api.ModelDeploymentSpec, template: dict[str, Any]) -> bool:
+    return spec.rollout.max_surge == surge.AUTO and bool(surge.gpu_requests(template.get("spec") or {}))
+
+
+def choose_plan(
+    kube: Kube, spec: api.ModelDeploymentSpec, template: dict[str, Any], deployment: dict[str, Any] | None
+) -> surge.SurgePlan:
+    """The live Deployment's plan while its pod template stays; decided afresh, from the nodes and
+    pods as they are now, when an update (or a rollback) is about to be applied."""
+    kept = surge.kept_plan(spec.rollout, template, deployment)
+    if kept is not None:
+        return kept
+    inventory = kube.gpu_inventory(max_age_s=0) if _needs_gpu_inventory(spec, template) else surge.Inventory()
+    return surge.plan_surge(spec.rollout, _replicas(spec, deployment), template, inventory)
+
+
+def _update_cost(
+    kube: Kube,
+    spec: api.ModelDeploymentSpec,
+    template: dict[str, Any],
+    deployment: dict[str, Any] | None,
+    plan: surge.SurgePlan,
+    verdict: Verdict,
+) -> str:
+    """While a rollout runs, the plan it runs with; otherwise what the next update would do, from
+    an inventory at most a few seconds old (one read serves every resource's reconcile)."""
+    if verdict == Verdict.PROGRESSING or not _needs_gpu_inventory(spec, template):
+        return plan.message
+    return surge.plan_surge(spec.rollout, _replicas(spec, deployment), template, kube.gpu_inventory()).message
+
+
 def _sync_children(
     kube: Kube, settings: Settings, target: Target, observed: Observed, replicasets: list[dict[str, Any]]
-) -> tuple[dict[str, Any] | None, dict[str, Any], tuple[Problem, ...]]:
+) -> tuple[dict[str, Any] | None, dict[str, Any], surge.SurgePlan, tuple[Problem, ...]]:
     """Applies what differs, unless the API server would refuse any of it; returns the Deployment
-    as it now is, the pod template it should run, and what was refused."""
+    as it now is, the pod template it should run, the update plan it has, and what was refused."""
     restore = _known_good_template(replicasets, observed.known_good) if observed.pinned else None
     children = render_children(target, settings, restore)
     if observed.pinned and restore is None:
@@ -204,6 +249,11 @@ def _sync_children(
         children = [c for c in children if c.kind != "Deployment"]
     template = restore if restore is not None else render_pod_template(target, settings)
     live = kube.live_children(children, target.namespace, target.name)
+    plan = choose_plan(kube, target.spec, template, live.get("Deployment"))
+    children = [
+        replace(c, manifest=render_deployment(target, settings, restore, plan)) if c.kind == "Deployment" else c
+        for c in children
+    ]
     refused = _judge(kube, target, children, live)
     if not refused:
         try:
@@ -213,7 +263,7 @@ def _sync_children(
             fingerprint = naming.content_hash([c.manifest for c in children])
             REFUSED[(target.namespace, target.name)] = (fingerprint, refused)
     deployment = live.get("Deployment") or kube.get("apps/v1", "Deployment", target.namespace, target.name)
-    return deployment, template, refused
+    return deployment, template, plan, refused
 
 
 def record_decision(
@@ -263,7 +313,8 @@ def _roll_back(
     # Record the intent before acting: if the operator dies before the template is applied, the
     # next reconcile reads the record, is pinned to the known good template, and completes it.
     _write_status(kube, body, observed)
-    restored = kube.apply(with_spec_hash(render_deployment(target, settings, template)))
+    plan = choose_plan(kube, target.spec, template, None)
+    restored = kube.apply(with_spec_hash(render_deployment(target, settings, template, plan)))
     log.warning(
         "%s/%s: rolled back to revision %s: %s",
         target.namespace,

@@ -34,6 +34,7 @@ class Observed:
     record: api.RollbackRecord | None = None
     rollback_count: int = 0
     pinned: bool = False
+    update_cost: str | None = None  # what an update costs (surge.SurgePlan.message)
 
 
 def _condition(type_: str, ok: bool, reason: str, message: str) -> api.Condition:
@@ -169,6 +170,7 @@ def compute_status(o: Observed, previous: api.ModelDeploymentStatus, now: str) -
         last_known_good=o.known_good,
         rollback=o.record,
         rollback_count=o.rollback_count,
+        update_cost=o.update_cost,
     )
 
 

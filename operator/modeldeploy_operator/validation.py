@@ -170,7 +170,11 @@ def validate_spec(spec: api.ModelDeploymentSpec, name: str | None = None) -> lis
                 )
             )
     rollout = spec.rollout
-    problems += _int_or_percent("spec.rollout.maxSurge", rollout.max_surge)
+    if rollout.max_surge != "auto":
+        problems += [
+            Problem(p.field, p.message.replace("neither a number", "neither auto, a number"))
+            for p in _int_or_percent("spec.rollout.maxSurge", rollout.max_surge)
+        ]
     problems += _int_or_percent("spec.rollout.maxUnavailable", rollout.max_unavailable)
     if rollout.max_surge in (0, "0%") and rollout.max_unavailable in (0, "0%"):
         problems.append(

@@ -21,8 +21,11 @@ NAMESPACED = {
     ("", "secrets"): {"get"},
     ("", "events"): {"create"},
 }
-# Nothing cluster-scoped: kopf's scanning of CRDs and namespaces is switched off.
-CLUSTER_SCOPED: dict[tuple[str, str], set[str]] = {}
+# The GPU inventory of maxSurge auto, in a ClusterRole of its own (rbac.gpuInventory): list only.
+INVENTORY = {("", "nodes"): {"list"}, ("", "pods"): {"list"}}
+# The only cluster-scoped kind: kopf's scanning of CRDs and namespaces is switched off.
+CLUSTER_SCOPED: dict[tuple[str, str], set[str]] = {("", "nodes"): {"list"}}
+INVENTORY_SUFFIX = "-gpu-inventory"  # of the inventory's ClusterRole and binding
 # Granted once and never used: none of these may come back.
 NEVER = {
     ("events.k8s.io", "events"),
@@ -55,20 +58,36 @@ def assert_bound(binding: dict, role: dict, sa_name: str) -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa_name, "namespace": NAMESPACE}]
 
 
+def split(docs: list[dict], kind: str) -> tuple[list[dict], list[dict]]:
+    """(the operator's, the GPU inventory's) objects of `kind`."""
+    found = by_kind(docs, kind)
+    inventory = [d for d in found if d["metadata"]["name"].endswith(INVENTORY_SUFFIX)]
+    return [d for d in found if d not in inventory], inventory
+
+
+def assert_inventory(docs: list[dict], sa: str) -> None:
+    (role,), (binding,) = split(docs, "ClusterRole")[1], split(docs, "ClusterRoleBinding")[1]
+    assert grants(role["rules"]) == INVENTORY
+    assert_bound(binding, role, sa)
+
+
 def test_all_namespaces_is_one_cluster_role_with_exactly_the_operators_permissions(render):
     docs = render().docs()
     assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
-    role = one(docs, "ClusterRole")
-    assert grants(role["rules"]) == NAMESPACED | CLUSTER_SCOPED
+    (role,), (binding,) = split(docs, "ClusterRole")[0], split(docs, "ClusterRoleBinding")[0]
+    assert grants(role["rules"]) == NAMESPACED
     sa = one(docs, "ServiceAccount")["metadata"]["name"]
-    assert_bound(one(docs, "ClusterRoleBinding"), role, sa)
+    assert_bound(binding, role, sa)
+    assert_inventory(docs, sa)
     assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == sa
 
 
-def test_namespace_list_gets_a_role_per_namespace_and_nothing_cluster_wide(render):
+def test_namespace_list_gets_a_role_per_namespace_and_only_the_gpu_inventory_cluster_wide(render):
     docs = render(WATCH_TEAMS).docs()
     sa = one(docs, "ServiceAccount")["metadata"]["name"]
-    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    assert split(docs, "ClusterRole")[0] == [] and split(docs, "ClusterRoleBinding")[0] == []
+    assert_inventory(docs, sa)
+    assert not by_kind(render({**WATCH_TEAMS, "rbac": {"gpuInventory": False}}).docs(), "ClusterRole")
     roles = {r["metadata"]["namespace"]: r for r in by_kind(docs, "Role")}
     bindings = {b["metadata"]["namespace"]: b for b in by_kind(docs, "RoleBinding")}
     assert set(roles) == set(bindings) == {"team-a", "team-b"}
@@ -88,6 +107,6 @@ def test_rbac_create_false_renders_no_rbac(render, values):
 def test_every_rule_says_why():
     lines = (CHART / "templates" / "rbac.yaml").read_text().splitlines()
     rule_lines = [i for i, line in enumerate(lines) if re.match(r"^- apiGroups:", line)]
-    assert len(rule_lines) == len(NAMESPACED) + len(CLUSTER_SCOPED)
+    assert len(rule_lines) == len(NAMESPACED) + len(INVENTORY)
     for i in rule_lines:
         assert lines[i - 1].startswith("# "), f"rule at templates/rbac.yaml:{i + 1} has no comment above it"

@@ -142,8 +142,8 @@ def test_existing_service_account_is_used_and_not_created(render):
     docs = render({"serviceAccount": {"create": False, "name": "ops"}}).docs()
     assert not by_kind(docs, "ServiceAccount")
     assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
-    binding = one(docs, "ClusterRoleBinding")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ops", "namespace": NAMESPACE}]
+    for binding in by_kind(docs, "ClusterRoleBinding"):  # the operator's, and the GPU inventory's
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ops", "namespace": NAMESPACE}]
 
 
 def test_service_fronts_metrics_and_health_of_the_operator_pod(render):

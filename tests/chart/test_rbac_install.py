@@ -26,7 +26,7 @@ import pytest
 import yaml
 from chart_helpers import CHART, ROOT, run_helm
 from modeldeploy_operator.naming import OPERATOR_NAME
-from test_chart_rbac import CLUSTER_SCOPED, NAMESPACED, NEVER
+from test_chart_rbac import CLUSTER_SCOPED, INVENTORY, NAMESPACED, NEVER
 
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "hack"))
@@ -473,7 +473,12 @@ def test_every_rule_is_used(operators: Installed, removed: tuple[str, str]):
     rbac.replace_cluster_role(RELEASE, role)
     try:
         wait_for(
-            lambda: not operators.can_i(sorted(NAMESPACED[removed])[0], _can_i_name(removed), "default"),
+            # A verb the GPU inventory's ClusterRole does not grant as well (pods: watch, not list).
+            lambda: (
+                not operators.can_i(
+                    sorted(NAMESPACED[removed] - INVENTORY.get(removed, set()))[0], _can_i_name(removed), "default"
+                )
+            ),
             10,
             f"the rule for {resource} to be gone",
         )
@@ -498,3 +503,34 @@ def _can_i_name(key: tuple[str, str]) -> str:
     group, resource = key
     name, _, sub = resource.partition("/")
     return f"{name}.{group}/{sub}" if sub else (f"{name}.{group}" if group else name)
+
+
+def test_the_gpu_inventory_is_listed_cluster_wide_and_without_it_a_gpu_update_does_not_surge(operators: Installed):
+    """maxSurge auto of a GPU deployment lists Nodes and Pods across the cluster (list only); with
+    rbac.gpuInventory false, nothing but that read is refused, and status says why it will not surge."""
+    gpu = yaml.safe_load(EXAMPLE.read_text())
+    gpu["metadata"]["name"] = "digits-gpu"
+    gpu["spec"]["resources"]["gpu"] = 1
+    container = operators.install({})
+    op, audit = operators.run_operator(container)
+    ns = operators.namespace("gpu-inventory")
+    operators.apply(ns, gpu)
+    # Serving (not rolling out), so that status says what the next update would do as the cluster is.
+    wait_for(lambda: operators.play_kubelet(ns, "digits-gpu") == 2, 20, "the pods of digits-gpu")
+    wait_reconciled(operators, audit, op, ns, "digits-gpu", "Ready")
+    cost = "update will take 1 of 2 replicas offline at a time: no free nvidia.com/gpu on any node"
+    wait_for(lambda: operators.status(ns, "digits-gpu").get("updateCost", "").startswith(cost), 20, cost)
+    requests = {describe(e) for e in audit.requests()}
+    assert {"list nodes in the cluster", "list pods in the cluster"} <= requests, sorted(requests)
+    assert audit.denied() == []
+    operators.stop_operators()
+
+    container = operators.install({"rbac": {"gpuInventory": False}})
+    try:
+        wait_for(lambda: not operators.can_i("list", "nodes"), 10, "the inventory's ClusterRole to be gone")
+        op, audit = operators.run_operator(container)
+        unread = "update will take 1 of 2 replicas offline at a time: could not read nodes and pods"
+        wait_for(lambda: operators.status(ns, "digits-gpu").get("updateCost", "").startswith(unread), 20, unread)
+        assert set(audit.denied()) == {"list nodes in the cluster"}
+    finally:
+        operators.install({})

@@ -59,7 +59,9 @@ def test_the_command_prints_the_four_children_of_the_cpu_example():
 
 def test_the_output_is_exactly_what_the_operator_applies():
     code, docs, err = run(str(DIGITS))
-    assert (code, err) == (0, "")
+    # stderr says what an update costs; stdout is only the manifests.
+    cost = "update surges 1 pod: the pods request no GPU; it takes up to 1 of 2 replicas offline at a time"
+    assert (code, err) == (0, f"modeldeploy render: digits: {cost}\n")
     raw = yaml.safe_load(DIGITS.read_text())
     target = Target("digits", "default", "<uid>", api.ModelDeploymentSpec.model_validate(raw["spec"]))
     expected = [with_spec_hash(c.manifest) for c in render_children(target, Settings()) if c.manifest is not None]
@@ -158,3 +160,13 @@ def test_a_file_that_is_not_yaml_exits_2(tmp_path):
     code, _, err = run(str(path))
     assert code == 2
     assert "cannot read" in err
+
+
+def test_offline_a_gpu_resource_says_that_the_operator_decides_its_surge(tmp_path):
+    code, docs, err = render(tmp_path, resource("g", resources={"gpu": 1}))
+    assert code == 0
+    assert docs[0]["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    assert err == (
+        "modeldeploy render: g: maxSurge auto is decided by the operator when it applies an update: it surges "
+        "1 pod if the cluster has a free nvidia.com/gpu for it, else the update will take 1 of 1 replicas offline\n"
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from modeldeploy_operator import naming
+from modeldeploy_operator import naming, surge
 from modeldeploy_operator.render import Settings, render_deployment, render_pod_template
 from operator_helpers import ROOT, SETTINGS, env_of, make_target
 
@@ -107,6 +107,14 @@ def test_affinity_priority_class_and_pull_secrets_pass_through():
 @pytest.mark.parametrize("gpus, expected", [(0, "false"), (1, "true")])
 def test_require_gpu_follows_the_gpu_count(gpus, expected):
     assert env_value("MODELDEPLOY_REQUIRE_GPU", resources={"gpu": gpus}) == expected
+
+
+@pytest.mark.parametrize("gpus, require, expected", [(1, False, "false"), (0, True, "true")])
+def test_require_gpu_can_be_set_apart_from_the_gpu_count(gpus, require, expected):
+    """A pod holding a GPU may still serve on the CPU (requireGpu false), with its GPU limit kept."""
+    spec = {"resources": {"gpu": gpus}, "runtime": {"requireGpu": require}}
+    assert env_value("MODELDEPLOY_REQUIRE_GPU", **spec) == expected
+    assert container(**spec)["resources"].get("limits", {}).get("nvidia.com/gpu") == (str(gpus) if gpus else None)
 
 
 # ---- where the model comes from -----------------------------------------------------------------
@@ -376,7 +384,11 @@ def test_a_given_pod_template_is_used_verbatim():
     # ...while the rest of the Deployment still follows the current spec.
     assert out["spec"]["replicas"] == 3
     from_spec = render_deployment(target, SETTINGS)
-    assert out["metadata"] == from_spec["metadata"]
+
+    def unplanned(meta: dict) -> dict:  # the update plan names the template it was decided for
+        return {**meta, "annotations": {k: v for k, v in meta["annotations"].items() if k != surge.PLAN_ANNOTATION}}
+
+    assert unplanned(out["metadata"]) == unplanned(from_spec["metadata"])
     assert {k: v for k, v in out["spec"].items() if k != "template"} == {
         k: v for k, v in from_spec["spec"].items() if k != "template"
     }

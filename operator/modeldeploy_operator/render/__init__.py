@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..surge import SurgePlan
 from .autoscaler import render_autoscaler
 from .common import DEFAULT_RUNTIME_IMAGE, Settings, Target, object_meta, owner_reference
 from .deployment import render_deployment, render_pod_template
@@ -40,10 +41,12 @@ class Child:
     manifest: dict[str, Any] | None  # None: switched off, delete it if it exists
 
 
-def render_children(target: Target, settings: Settings, pod_template: dict[str, Any] | None = None) -> list[Child]:
+def render_children(
+    target: Target, settings: Settings, pod_template: dict[str, Any] | None = None, plan: SurgePlan | None = None
+) -> list[Child]:
     versions = settings.api_versions
     return [
-        Child("Deployment", "apps/v1", render_deployment(target, settings, pod_template)),
+        Child("Deployment", "apps/v1", render_deployment(target, settings, pod_template, plan)),
         Child("Service", "v1", render_service(target)),
         Child("NetworkPolicy", "networking.k8s.io/v1", render_network_policy(target)),
         Child("HorizontalPodAutoscaler", versions.hpa, render_autoscaler(target, settings)),

@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 
 import modeldeploy_contract as contract
 
-from .. import api, naming
+from .. import api, naming, surge
 from .common import Settings, Target, object_meta
 from .source import source_env, source_mount, source_volume
 
@@ -67,6 +67,10 @@ def golden_set_env(spec: api.ModelDeploymentSpec) -> dict[str, str]:
     }
 
 
+def require_gpu(spec: api.ModelDeploymentSpec) -> bool:
+    return spec.runtime.require_gpu if spec.runtime.require_gpu is not None else spec.resources.gpu > 0
+
+
 def runtime_env(target: Target) -> list[dict[str, Any]]:
     spec = target.spec
     runtime = spec.runtime
@@ -79,7 +83,7 @@ def runtime_env(target: Target) -> list[dict[str, Any]]:
         "MODELDEPLOY_MODEL_FORMAT": spec.model.format.value,
         "MODELDEPLOY_BACKEND": spec.backend.value,
         "MODELDEPLOY_PRECISION": runtime.precision.value,
-        "MODELDEPLOY_REQUIRE_GPU": "true" if spec.resources.gpu > 0 else "false",
+        "MODELDEPLOY_REQUIRE_GPU": "true" if require_gpu(spec) else "false",
         "MODELDEPLOY_MAX_BATCH_SIZE": str(runtime.batching.max_batch_size),
         "MODELDEPLOY_MAX_QUEUE_DELAY_US": str(runtime.batching.max_queue_delay_microseconds),
         "MODELDEPLOY_MAX_QUEUE_SIZE": str(runtime.batching.max_queue_size),
@@ -239,20 +243,32 @@ def render_pod_template(target: Target, settings: Settings) -> dict[str, Any]:
     }
 
 
-def render_deployment(target: Target, settings: Settings, pod_template: dict[str, Any] | None = None) -> dict[str, Any]:
+def render_deployment(
+    target: Target,
+    settings: Settings,
+    pod_template: dict[str, Any] | None = None,
+    plan: surge.SurgePlan | None = None,
+) -> dict[str, Any]:
     """`pod_template` replaces the one rendered from the spec: that is how a rollback restores the
-    last known good revision while the user's spec stays as written."""
+    last known good revision while the user's spec stays as written. `plan` is the update strategy
+    the operator decided from the cluster (`surge.plan_surge`); without one, maxSurge auto is
+    rendered as it is decided without knowing the cluster's nodes."""
     spec = target.spec
     rollout = spec.rollout
+    template = pod_template if pod_template is not None else render_pod_template(target, settings)
+    if plan is None:
+        plan = surge.plan_surge(rollout, spec.replicas, template, None)
+    meta = object_meta(target)
+    meta["annotations"] = {surge.PLAN_ANNOTATION: plan.annotation(template)}
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": naming.selector_labels(target.name)},
         "strategy": {
             "type": "RollingUpdate",
-            "rollingUpdate": {"maxSurge": rollout.max_surge, "maxUnavailable": rollout.max_unavailable},
+            "rollingUpdate": {"maxSurge": plan.max_surge, "maxUnavailable": plan.max_unavailable},
         },
         "progressDeadlineSeconds": rollout.progress_deadline_seconds,
         "revisionHistoryLimit": 10,
-        "template": pod_template if pod_template is not None else render_pod_template(target, settings),
+        "template": template,
     }
     if rollout.paused:
         deployment_spec["paused"] = True
@@ -261,6 +277,6 @@ def render_deployment(target: Target, settings: Settings, pod_template: dict[str
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": object_meta(target),
+        "metadata": meta,
         "spec": deployment_spec,
     }
