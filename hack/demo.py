@@ -39,7 +39,8 @@ sys.path[:0] = [str(ROOT / "hack"), str(ROOT)]
 import chart  # noqa: E402
 import images  # noqa: E402
 import realnode  # noqa: E402
-from localcluster import LocalCluster, free_port  # noqa: E402
+from localcluster import LocalCluster  # noqa: E402
+from ports import free_port  # noqa: E402
 
 from tests.e2e.support import Operator, wait_for  # noqa: E402
 

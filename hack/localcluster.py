@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ports import free_port
 
 CACHE = Path(os.environ.get("MODELDEPLOY_CACHE", Path.home() / ".cache" / "modeldeploy"))
 BIN = CACHE / "k8s-bin"
@@ -36,12 +37,6 @@ CONTROLLERS = (
 # With a kubelet: the node's not-ready taint lifted, Service endpoints (kube-proxy reads the
 # slices), and pods of a deleted node collected.
 NODE_CONTROLLERS = "nodelifecycle,endpoint,endpointslice,podgc"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -30,7 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import nodehost  # noqa: E402
-from localcluster import BIN, CACHE, LocalCluster, free_port, terminate  # noqa: E402
+from localcluster import BIN, CACHE, LocalCluster, terminate  # noqa: E402
+from ports import free_port  # noqa: E402
 
 NODE_NAME = "modeldeploy-node"
 PAUSE_IMAGE = "localhost/modeldeploy/pause:3.4"

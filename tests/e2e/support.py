@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import kubernetes
+from ports import free_port
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,8 +54,8 @@ class Operator:
             **os.environ,
             "KUBECONFIG": str(kubeconfig),
             "MODELDEPLOY_RESYNC_SECONDS": str(resync_seconds),
-            "MODELDEPLOY_METRICS_PORT": str(_free_port()),
-            "MODELDEPLOY_HEALTH_PORT": str(_free_port()),
+            "MODELDEPLOY_METRICS_PORT": str(free_port()),
+            "MODELDEPLOY_HEALTH_PORT": str(free_port()),
             "MODELDEPLOY_RUNTIME_IMAGE": "registry.local/modeldeploy/runtime:test",
             "PYTHONWARNINGS": "ignore",
             **(extra_env or {}),
@@ -123,14 +124,6 @@ class Operator:
                 if head.split("{")[0] == name:
                     total += float(value)
         return total
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- playing the kubelet ------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from optimize_helpers import free_port
+from ports import free_port
 
 
 @pytest.fixture(scope="session")

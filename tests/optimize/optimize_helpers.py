@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -38,9 +37,3 @@ def run_cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
         timeout=timeout,
         cwd=REPO,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

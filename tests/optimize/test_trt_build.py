@@ -38,7 +38,6 @@ def test_a_model_quantized_for_the_cpu_is_refused_for_tensorrt(tmp_path):
     "options, match",
     [
         (BuildOptions(precision="int4"), "--precision 'int4'"),
-        (BuildOptions(streams=0), "--streams must be at least 1"),
     ],
 )
 def test_bad_build_options_are_refused_by_flag(options, match):

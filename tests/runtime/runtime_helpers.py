@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ports import free_port
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -145,12 +145,6 @@ def small_cnn_model(path: Path, classes: int = 10, seed: int = 0) -> Path:
         initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(fc, "fc")],
     )
     return _save(graph, path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -221,7 +221,7 @@ def test_queue_timeout_answers_503_with_retry_after(server_factory, models):
 
 
 def test_metrics_port_serves_only_metrics(server_factory, models):
-    from runtime_helpers import free_port
+    from ports import free_port
 
     port = free_port()
     server = server_factory(models["affine"], "m", METRICS_PORT=port, AUTH_TOKEN=TOKEN)

@@ -6,10 +6,10 @@ binding-index API of TensorRT 8 is gone. One request costs: copy inputs into pag
 buffers, async copies to the device, one enqueue, async copies back, one synchronize. Every
 buffer is allocated once at load for the largest shape of the engine's optimization profile.
 
-Each concurrent stream gets its own execution context, bound to its own optimization profile
-(`modeldeploy optimize tensorrt --streams N` builds N identical profiles), since with dynamic
-shapes TensorRT expects contexts running at the same time not to share a profile. `tensorrt` and
-`pycuda` are imported only when an engine is loaded, so the CPU image never needs them.
+One execution context on one CUDA stream runs one batch at a time: the batcher hands the backend
+one batch at a time, so more contexts would sit idle (several would need one optimization profile
+each, and a batcher that runs batches concurrently, measured on a GPU). `tensorrt` and `pycuda` are
+imported only when an engine is loaded, so the CPU image never needs them.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def gpu_identity(cuda: Any, ordinal: int = 0) -> GpuIdentity:
 
 
 class _Slot:
-    """One stream, its execution context and its buffers: one request at a time runs here."""
+    """The stream, its execution context and its buffers: one batch at a time runs here."""
 
     def __init__(self, cuda: Any, engine: Any, profile: int, plans: list[BufferPlan]):
         self.stream = cuda.Stream()
@@ -109,9 +109,7 @@ class _Slot:
 class TensorRTBackend:
     """A TensorRT engine behind the Backend protocol (see base.py)."""
 
-    def __init__(self, engine_path: str, *, max_batch_size: int = 0, streams: int = 1):
-        if streams < 1:
-            raise BackendError(f"streams must be at least 1, got {streams}")
+    def __init__(self, engine_path: str, *, max_batch_size: int = 0):
         path = Path(engine_path)
         if not path.is_file():
             raise BackendError(f"engine file {engine_path} does not exist")
@@ -127,7 +125,7 @@ class TensorRTBackend:
         self._closed = threading.Event()
         self._ctx.push()
         try:
-            self._load(path, max_batch_size, streams)
+            self._load(path, max_batch_size)
         except BaseException as exc:
             self._release()
             self._ctx.pop()
@@ -137,7 +135,7 @@ class TensorRTBackend:
             raise
         self._ctx.pop()
 
-    def _load(self, path: Path, max_batch_size: int, streams: int) -> None:
+    def _load(self, path: Path, max_batch_size: int) -> None:
         trt, cuda = self._trt, self._cuda
         gpu = gpu_identity(cuda)
         meta_file = meta_path(path)
@@ -156,14 +154,6 @@ class TensorRTBackend:
                 f"with another TensorRT version or GPU; rebuild it with `modeldeploy optimize tensorrt`"
             )
         engine = self._engine
-        profiles = engine.num_optimization_profiles
-        if streams > profiles:
-            raise BackendError(
-                f"{streams} streams need {streams} optimization profiles, the engine has {profiles}; "
-                f"rebuild it with `modeldeploy optimize tensorrt --streams {streams}` "
-                f"or serve with fewer streams"
-            )
-
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         # Shapes at the profile's max tell the size of every buffer, outputs included.
@@ -200,10 +190,9 @@ class TensorRTBackend:
             for t in tensors
             if t.is_input
         }
-        for i in range(streams):
-            slot = _Slot(cuda, engine, i, plans)
-            self._slots.append(slot)
-            self._free.put(slot)
+        slot = _Slot(cuda, engine, 0, plans)
+        self._slots.append(slot)
+        self._free.put(slot)
         precision = str(meta.get("precision", "unknown"))
         self.info = BackendInfo(
             platform="tensorrt_plan",
@@ -214,12 +203,11 @@ class TensorRTBackend:
                 "tensorrt_version": trt.__version__,
                 "gpu": gpu.name,
                 "compute_capability": f"{gpu.compute_capability[0]}.{gpu.compute_capability[1]}",
-                "streams": str(streams),
             },
         )
         log.info(
-            "loaded TensorRT engine %s on %s (max batch %d, %d stream(s), precision %s)",
-            path.name, gpu.name, self.max_batch_size, streams, precision,
+            "loaded TensorRT engine %s on %s (max batch %d, precision %s)",
+            path.name, gpu.name, self.max_batch_size, precision,
         )  # fmt: skip
 
     def _spec(self, t: EngineTensor) -> TensorSpec:

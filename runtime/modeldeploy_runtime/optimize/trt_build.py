@@ -43,7 +43,6 @@ class BuildOptions:
     precision: str = "fp16"
     max_batch_size: int = 32
     opt_batch_size: int = 0  # 0: the max
-    streams: int = 1  # identical optimization profiles, one per concurrent execution context
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     workspace_gib: float = 4.0
     calibration_batch_size: int = 8
@@ -155,13 +154,12 @@ def _calibrator(trt: Any, cuda: Any, batches: list[dict[str, np.ndarray]], cache
     return Calibrator()
 
 
-def _add_profiles(builder, config, profiles: Mapping[str, ProfileShape], streams: int) -> None:
-    for _ in range(streams):
-        profile = builder.create_optimization_profile()
-        for name, shape in profiles.items():
-            if shape.max:
-                profile.set_shape(name, shape.min, shape.opt, shape.max)
-        config.add_optimization_profile(profile)
+def _add_profile(builder, config, profiles: Mapping[str, ProfileShape]) -> None:
+    profile = builder.create_optimization_profile()
+    for name, shape in profiles.items():
+        if shape.max:
+            profile.set_shape(name, shape.min, shape.opt, shape.max)
+    config.add_optimization_profile(profile)
 
 
 def build_engine(
@@ -176,8 +174,6 @@ def build_engine(
     """Build (or find in the cache) the engine of `model_path` for this GPU."""
     if options.precision not in PRECISIONS:
         raise PlanError(f"--precision {options.precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if options.streams < 1:
-        raise PlanError("--streams must be at least 1")
     model_path = Path(model_path)
     profiles = profile_shapes(
         onnx_inputs(model_path), options.max_batch_size, options.opt_batch_size, options.input_shapes
@@ -212,7 +208,7 @@ def build_engine(
         sidecar = meta_path(engine_path)
         if not force and engine_path.is_file() and sidecar.is_file():
             meta = json.loads(sidecar.read_text())
-            if meta.get("cache_key") == identity.cache_key() and meta.get("streams", 1) >= options.streams:
+            if meta.get("cache_key") == identity.cache_key():
                 return BuildResult(engine_path, identity, cached=True, seconds=0.0)
         engine_path.parent.mkdir(parents=True, exist_ok=True)  # the calibration cache goes there too
         start = time.perf_counter()
@@ -223,7 +219,6 @@ def build_engine(
         seconds = time.perf_counter() - start
         meta = identity.to_meta()
         meta.update(
-            streams=options.streams,
             source=str(model_path),
             build_seconds=round(seconds, 1),
             profiles={n: {"min": p.min, "opt": p.opt, "max": p.max} for n, p in profiles.items()},
@@ -247,7 +242,7 @@ def _build(trt, cuda, model_path: Path, options: BuildOptions, profiles, calibra
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gib * (1 << 30)))
     if options.precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)  # INT8 engines keep FP16 for layers without INT8 kernels
-    _add_profiles(builder, config, profiles, options.streams)
+    _add_profile(builder, config, profiles)
     calibrator = None
     if options.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)

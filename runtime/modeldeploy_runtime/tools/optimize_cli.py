@@ -99,13 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="batch size kernels are tuned for (default: the max)",
     )
     t.add_argument(
-        "--streams",
-        type=int,
-        default=1,
-        metavar="N",
-        help="concurrent execution contexts the engine must serve (default 1)",
-    )
-    t.add_argument(
         "--workspace-gib", type=float, default=4.0, metavar="GIB", help="builder workspace limit (default 4)"
     )
     out = t.add_mutually_exclusive_group()
@@ -191,7 +184,6 @@ def tensorrt(args: argparse.Namespace) -> int:
             precision=args.precision,
             max_batch_size=args.max_batch_size,
             opt_batch_size=args.opt_batch_size,
-            streams=args.streams,
             input_shapes=parse_input_shapes(args.input_shape),
             workspace_gib=args.workspace_gib,
             calibration_batch_size=args.calibration_batch_size,
