@@ -18,14 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ports import free_port
+
 START_DEADLINE_S = 30.0
 ALLOW_S3 = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_listening(port: int, proc: subprocess.Popen, what: str) -> None:

@@ -14,7 +14,8 @@ from .test_operator import apply, children, condition, cpu_model, status_of
 from .test_refusals import events_of
 
 sys.path.insert(0, str(ROOT / "hack"))
-from objectstores import MotoS3, free_port  # noqa: E402
+from objectstores import MotoS3  # noqa: E402
+from ports import free_port  # noqa: E402
 
 pytest.importorskip("boto3")
 pytestmark = pytest.mark.cluster

@@ -16,7 +16,8 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
-from runtime_helpers import free_port, start_server
+from ports import free_port
+from runtime_helpers import start_server
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
