@@ -35,15 +35,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from modeldeploy_runtime.optimize import data as data_mod  # noqa: E402
-from modeldeploy_runtime.optimize.bench import bench_runner  # noqa: E402
-from modeldeploy_runtime.optimize.compare import compare_models  # noqa: E402
+from modeldeploy_runtime.measure import data as data_mod  # noqa: E402
+from modeldeploy_runtime.measure.bench import bench_runner  # noqa: E402
+from modeldeploy_runtime.measure.compare import compare_models  # noqa: E402
+from modeldeploy_runtime.measure.runner import OrtRunner  # noqa: E402
 from modeldeploy_runtime.optimize.quantize import (  # noqa: E402
     QuantizeOptions,
     quantize_dynamic_int8,
     quantize_static_int8,
 )
-from modeldeploy_runtime.optimize.runner import OrtRunner  # noqa: E402
 from models import resnet50  # noqa: E402  (bench/models.py)
 
 VARIANTS = {

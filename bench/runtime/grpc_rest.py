@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import models as model_builders  # noqa: E402
 from loadgen import Result, http_load, inprocess_load  # noqa: E402
-from modeldeploy_runtime.optimize.bench_grpc import encode_request, grpc_load  # noqa: E402
+from modeldeploy_runtime.measure.bench_grpc import encode_request, grpc_load  # noqa: E402
 from run import ROOT, median_row, requests_for, start_server  # noqa: E402
 
 SHAPES = {"resnet50": (1, 3, 224, 224), "mlp": (1, 64)}

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         message = contract.termination_message(contract.INVALID_CONFIGURATION, str(exc))
         print(f"modeldeploy-runtime: {message}", file=sys.stderr)
-        from .warmup import write_termination_message
+        from .termination import write_termination_message
 
         try:
             flag = build_parser().parse_known_args(argv[1:])[0].termination_log

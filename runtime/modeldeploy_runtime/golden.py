@@ -13,7 +13,7 @@ output) the rows of a batch, ``[N, ...]`` as a batch of N would be sent; for a m
 unbatched, N whole inputs stacked, ``[N, *input shape]``. ``modeldeploy validate --write-golden``
 writes it.
 
-The comparison is the one ``modeldeploy validate`` makes (optimize/compare.py): per output the
+The comparison is the one ``modeldeploy validate`` makes (measure/compare.py): per output the
 largest absolute and relative difference and, for classification outputs, top-1 agreement.
 """
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from .backends.base import V2_TO_NUMPY, Backend, TensorSpec
 from .errors import GoldenSetMismatch, InvalidConfiguration, ModelLoadFailed
-from .optimize.compare import DEFAULT_MIN_TOP1, OutputDiff
+from .measure.compare import DEFAULT_MIN_TOP1, OutputDiff
 from .sources import SourceOptions, resolve_model
 
 log = logging.getLogger(__name__)

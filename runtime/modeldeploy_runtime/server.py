@@ -36,7 +36,8 @@ from .golden import Tolerances, check_golden_gate, fetch_golden_set
 from .httpserver import HttpServer
 from .malloc import keep_freed_memory
 from .metrics import Metrics
-from .warmup import check_latency_gate, run_warmup, write_termination_message
+from .termination import write_termination_message
+from .warmup import check_latency_gate, run_warmup
 
 log = logging.getLogger("modeldeploy_runtime")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -76,18 +75,3 @@ def check_latency_gate(latencies: Sequence[float], budget_ms: float, mode: str) 
         log.warning("latency budget exceeded: %s (MODELDEPLOY_LATENCY_GATE=warn: serving anyway)", verdict)
         return p95_ms
     raise LatencyBudgetExceeded(verdict)
-
-
-def write_termination_message(path: str, message: str) -> bool:
-    """Write the one-line reason Kubernetes shows as the container's termination message. False
-    when the file cannot be written (outside Kubernetes); the reason is logged either way."""
-    try:
-        directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        with open(path, "w") as f:
-            f.write(message.replace("\n", " ")[:4000] + "\n")
-        return True
-    except OSError as exc:
-        log.warning("cannot write the termination message to %s: %s", path, exc)
-        return False

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from modeldeploy_runtime.optimize.bench import summarize
-from optimize_helpers import DEMO_MODEL, free_port, run_cli
+from modeldeploy_runtime.measure.bench import summarize
+from optimize_helpers import DEMO_MODEL, run_cli
+from ports import free_port
 
 
 def check_rows(rows, batch_sizes, concurrencies=(1,)):

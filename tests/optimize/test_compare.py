@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from modeldeploy_runtime.optimize.compare import CompareError, Comparison, OutputDiff, Thresholds, judge
+from modeldeploy_runtime.measure.compare import CompareError, Comparison, OutputDiff, Thresholds, judge
 
 
 def diff(name, ref, cand) -> OutputDiff:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from modeldeploy_runtime.optimize.data import (
+from modeldeploy_runtime.measure.data import (
     DataError,
     batches,
     generate,
@@ -13,7 +13,7 @@ from modeldeploy_runtime.optimize.data import (
     sample_shape,
     tile_to,
 )
-from modeldeploy_runtime.optimize.runner import InputSpec
+from modeldeploy_runtime.measure.runner import InputSpec
 
 IMAGE = InputSpec("image", np.dtype(np.float32), (-1, 3, 4, 4))
 MASK = InputSpec("mask", np.dtype(np.int64), (-1, 4))

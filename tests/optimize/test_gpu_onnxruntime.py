@@ -20,8 +20,8 @@ pytestmark = [
 
 
 def test_onnxruntime_cuda_provider_really_runs_on_the_gpu_and_agrees_with_cpu(digits):
-    from modeldeploy_runtime.optimize.compare import compare_models
-    from modeldeploy_runtime.optimize.runner import open_model
+    from modeldeploy_runtime.measure.compare import compare_models
+    from modeldeploy_runtime.measure.runner import open_model
 
     cpu = open_model(DEMO_MODEL, provider="cpu")
     cuda = open_model(DEMO_MODEL, provider="cuda")

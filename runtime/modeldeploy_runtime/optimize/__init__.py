@@ -1,7 +1,7 @@
 """Model optimization: the steps a team runs before production.
 
-Quantize an ONNX model to INT8 for CPU serving (`quantize`), build a TensorRT engine for GPU
-serving (`trt_build`), check what the optimization cost in accuracy (`compare`) and what it
-bought in speed (`bench`, `bench_http`). The `modeldeploy optimize|validate|bench` commands in
-`modeldeploy_runtime.tools` are thin argument parsers over these modules.
+Quantize an ONNX model to INT8 for CPU serving (`quantize`) and build a TensorRT engine for GPU
+serving (`trt_build`). What an optimization cost in accuracy and bought in speed is measured by
+`modeldeploy_runtime.measure`. The `modeldeploy optimize` command in `modeldeploy_runtime.tools`
+is a thin argument parser over these modules.
 """

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import data as data_mod
-from .runner import InputSpec
+from ..measure import data as data_mod
+from ..measure.runner import InputSpec
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from ..backends.trt_plan import (
     profile_shapes,
     sha256_file,
 )
-from . import data as data_mod
-from .runner import InputSpec
+from ..measure import data as data_mod
+from ..measure.runner import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ def _calibration_batches(samples: data_mod.Samples, shapes: Mapping[str, Sequenc
 
 def input_specs_for_calibration(model_path: str | Path) -> list[InputSpec]:
     """The model's inputs as the data helpers want them, read with ONNX Runtime (no GPU needed)."""
-    from .runner import OrtRunner
+    from ..measure.runner import OrtRunner
 
     runner = OrtRunner(Path(model_path))
     try:

@@ -83,9 +83,9 @@ def main(argv: list[str]) -> int:
     if isinstance(args, int):
         return args
     from ..backends.base import BackendError
-    from ..optimize import bench
-    from ..optimize.bench_http import ServerError
-    from ..optimize.data import DataError
+    from ..measure import bench
+    from ..measure.bench_http import ServerError
+    from ..measure.data import DataError
 
     try:
         batch_sizes = _ints(bench, args.batch_sizes, "--batch-sizes")
@@ -114,8 +114,8 @@ def _ints(bench, value: str, flag: str) -> list[int]:
 
 
 def _files(args: argparse.Namespace, batch_sizes: list[int]):
-    from ..optimize import bench
-    from ..optimize.runner import open_model
+    from ..measure import bench
+    from ..measure.runner import open_model
 
     if args.model_name or args.concurrency != "1":
         raise UsageError("--model-name and --concurrency apply to --url only")
@@ -151,11 +151,11 @@ def _files(args: argparse.Namespace, batch_sizes: list[int]):
 
 
 def _server(args: argparse.Namespace, batch_sizes: list[int]):
-    from ..optimize import bench
-    from ..optimize.bench_http import bench_server
+    from ..measure import bench
+    from ..measure.bench_http import bench_server
 
     if args.protocol == "grpc":
-        from ..optimize.bench_grpc import bench_grpc_server as bench_server  # noqa: F811
+        from ..measure.bench_grpc import bench_grpc_server as bench_server  # noqa: F811
     if not args.model_name:
         raise UsageError("--url needs --model-name NAME (the model as the server names it)")
     if args.data:
@@ -178,6 +178,6 @@ def _server(args: argparse.Namespace, batch_sizes: list[int]):
 
 
 def _shapes(args: argparse.Namespace):
-    from ..optimize.data import parse_input_shapes
+    from ..measure.data import parse_input_shapes
 
     return parse_input_shapes(args.input_shape)

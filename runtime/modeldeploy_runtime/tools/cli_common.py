@@ -77,7 +77,7 @@ def parse_range(value: str | None) -> tuple[float, float] | None:
 
 def input_data(args: argparse.Namespace, specs, *, prefix: str = ""):
     """The samples the flags ask for: loaded from the data directory or generated."""
-    from ..optimize import data as data_mod
+    from ..measure import data as data_mod
 
     directory = getattr(args, f"{prefix}data")
     input_shapes = data_mod.parse_input_shapes(args.input_shape)

@@ -125,9 +125,9 @@ def main(argv: list[str]) -> int:
 
 def quantize(args: argparse.Namespace) -> int:
     from ..backends.base import BackendError
+    from ..measure.data import DataError
+    from ..measure.runner import OrtRunner
     from ..optimize import quantize as quant
-    from ..optimize.data import DataError
-    from ..optimize.runner import OrtRunner
 
     try:
         model = check_file(args.model, "MODEL", (".onnx",))
@@ -175,8 +175,8 @@ def quantize(args: argparse.Namespace) -> int:
 def tensorrt(args: argparse.Namespace) -> int:
     from ..backends.base import BackendError, GpuUnavailableError
     from ..backends.trt_plan import PlanError
+    from ..measure.data import DataError, parse_input_shapes
     from ..optimize import trt_build
-    from ..optimize.data import DataError, parse_input_shapes
 
     try:
         model = check_file(args.model, "MODEL", (".onnx",))

@@ -115,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
     if args.samples is None:
         args.samples = COMPARE_SAMPLES
     from ..backends.base import BackendError
-    from ..optimize import compare
-    from ..optimize.data import DataError
-    from ..optimize.runner import open_model
+    from ..measure import compare
+    from ..measure.data import DataError
+    from ..measure.runner import open_model
 
     runners = []
     try:
@@ -172,10 +172,10 @@ def write_golden(args: argparse.Namespace) -> int:
     from ..backends.base import BackendError
     from ..fetch import sha256_file
     from ..golden import write_golden_set
-    from ..optimize import compare
-    from ..optimize import data as data_mod
-    from ..optimize.data import DataError
-    from ..optimize.runner import open_model
+    from ..measure import compare
+    from ..measure import data as data_mod
+    from ..measure.data import DataError
+    from ..measure.runner import open_model
 
     reference = None
     try:
