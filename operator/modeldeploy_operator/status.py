@@ -32,6 +32,8 @@ class Observed:
     record: api.RollbackRecord | None = None
     rollback_count: int = 0
     pinned: bool = False
+    analysis: api.AnalysisStatus | None = None
+    hardware: api.Hardware | None = None
 
 
 def _condition(type_: str, ok: bool, reason: str, message: str) -> api.Condition:
@@ -165,6 +167,8 @@ def compute_status(o: Observed, previous: api.ModelDeploymentStatus, now: str) -
         last_known_good=o.known_good,
         rollback=o.record,
         rollback_count=o.rollback_count,
+        analysis=o.analysis,
+        hardware=o.hardware,
     )
 
 
