@@ -171,7 +171,10 @@ def decide_analysis(
     if streak >= limits.consecutive:
         breaches = ", ".join(judged[-1].breaches)
         return AnalysisDecision(
-            Verdict.FAILED, f"{breaches} for {streak} of {limits.consecutive} intervals", len(judged), streak
+            Verdict.FAILED,
+            f"{breaches} for {limits.consecutive} of {limits.consecutive} intervals",
+            len(judged),
+            streak,
         )
     tally = f"{len(judged)} of {len(results)} intervals judged ({sparse} with under {limits.min_requests} requests"
     tally += f", {missing} without data)"

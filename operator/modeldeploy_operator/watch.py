@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import naming
-from .analysis import AnalysisDecision, Baseline, Figures, Limits, decide_analysis, merge
+from .analysis import AnalysisDecision, Baseline, Figures, Limits, Verdict, decide_analysis, merge
 from .scrape import Sample, ScrapeError, difference, scrape
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,13 @@ class TrafficWatch:
                 had_previous = bool(memo.samples)
                 memo.samples = {n: s for n, s in {**memo.samples, **samples}.items() if n in names}
                 figures = merge(parts) if parts else None
-                if track.mode is Mode.BAKE:
+                if (
+                    track.mode is Mode.BAKE
+                    and memo.decision is not None
+                    and memo.decision.verdict is not Verdict.BAKING
+                ):
+                    pass  # decided: the verdict stands until the reconciler tracks something else
+                elif track.mode is Mode.BAKE:
                     if had_previous:
                         memo.intervals.append(figures)
                     memo.decision = decide_analysis(
