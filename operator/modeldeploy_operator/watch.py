@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import naming
+from . import metrics, naming
 from .analysis import AnalysisDecision, Baseline, Figures, Limits, Verdict, decide_analysis, merge
 from .scrape import Sample, ScrapeError, difference, scrape
 
@@ -87,7 +87,6 @@ class TrafficWatch:
         self._stop = False
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scrape")
         self._thread = threading.Thread(target=self._loop, name="traffic-watch", daemon=True)
-        self.scrapes = 0  # pods scraped, for the benchmark
 
     # what the reconciler calls ------------------------------------------------------------
     def track(self, key: Key, track: Track | None) -> None:
@@ -210,8 +209,10 @@ class TrafficWatch:
             try:
                 samples[name] = scrape(ip, self._port, track.model, self._timeout)
             except ScrapeError as exc:
+                metrics.SCRAPES.labels(result="error").inc()
                 log.debug("%s/%s: pod %s: %s", *key, name, exc)
-        self.scrapes += len(wanted)
+            else:
+                metrics.SCRAPES.labels(result="ok").inc()
         now = self._clock()
         with self._cond:
             memo.running = False
