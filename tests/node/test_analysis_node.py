@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+import yaml
 from e2e.support import wait_for
 
 from . import kit
@@ -86,8 +87,7 @@ def patch(cluster: kit.Cluster, spec: dict) -> int:
 @pytest.fixture(scope="module")
 def bake(cluster):
     cluster.kubectl("create", "namespace", NS)
-    manifest = cluster.kubectl("create", "--dry-run=client", "-f", str(kit.EXAMPLE), "-o", "json")
-    doc = json.loads(manifest)
+    doc = yaml.safe_load(kit.EXAMPLE.read_text())
     doc["metadata"]["name"] = NAME
     doc["spec"]["rollout"] = {"analysis": ANALYSIS}
     cluster.kubectl("apply", "-n", NS, "-f", "-", input=json.dumps(doc))
@@ -105,6 +105,7 @@ def test_status_and_kubectl_get_say_what_the_pods_really_run_on(bake):
     assert "gpuProduct" not in hardware and 0 < hardware["warmupP95Milliseconds"] < 50
     table = bake.kubectl("get", "mdep", NAME, "-n", NS)
     assert "PROVIDER" in table.splitlines()[0] and "CPUExecutionProvider" in table, table
+    print(f"\n{table}")
     # The operator, identified by the chart's labels and namespace, may scrape the metrics port.
     policy = bake.get("networkpolicy", NAME, NS)
     (metrics_rule,) = [r for r in policy["spec"]["ingress"] if r["ports"] == [{"protocol": "TCP", "port": "metrics"}]]
