@@ -6,7 +6,9 @@
 #   docker build --target runtime     -t ghcr.io/modeldeploy/runtime:0.1.0 .
 #   docker build --target runtime-cpu -t ghcr.io/modeldeploy/runtime-cpu:0.1.0 .
 #
-# `operator` is a slim Python image with kopf and the Kubernetes client, no inference libraries.
+# `operator` is a slim Python image with kopf and the Kubernetes client, no inference libraries
+# (plus boto3 and google-cloud-storage for the pre-flight check of s3:// and gs:// models, the
+# `s3` and `gcs` extras, which the runtime images carry for the download).
 # `runtime` is NVIDIA's TensorRT image (CUDA, cuDNN, TensorRT) with onnxruntime-gpu, pycuda and
 # NVML, no kopf. `runtime-cpu` is the slim Python image with the CPU runtime (onnxruntime), for
 # clusters and demos without GPUs. All run as uid/gid 10001 (modeldeploy_contract.UID/GID), which
@@ -32,7 +34,7 @@ FROM ${PYTHON_IMAGE} AS operator-build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=source /src /src
 RUN python -m venv /opt/modeldeploy \
- && /opt/modeldeploy/bin/pip install --no-cache-dir "/src[operator]"
+ && /opt/modeldeploy/bin/pip install --no-cache-dir "/src[operator,s3,gcs]"
 
 FROM ${PYTHON_IMAGE} AS operator
 RUN groupadd --system --gid 10001 modeldeploy \
@@ -60,7 +62,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 COPY --from=source /src /tmp/modeldeploy-src
-RUN python3 -m pip install --no-cache-dir "/tmp/modeldeploy-src[gpu]" \
+RUN python3 -m pip install --no-cache-dir "/tmp/modeldeploy-src[gpu,s3,gcs]" \
  && rm -rf /tmp/modeldeploy-src \
  && groupadd --system --gid 10001 modeldeploy \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin modeldeploy \
@@ -88,7 +90,7 @@ FROM ${PYTHON_IMAGE} AS runtime-cpu-build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=source /src /src
 RUN python -m venv /opt/modeldeploy \
- && /opt/modeldeploy/bin/pip install --no-cache-dir "/src[runtime,openvino,litert]"
+ && /opt/modeldeploy/bin/pip install --no-cache-dir "/src[runtime,openvino,litert,s3,gcs]"
 
 FROM ${PYTHON_IMAGE} AS runtime-cpu
 RUN groupadd --system --gid 10001 modeldeploy \

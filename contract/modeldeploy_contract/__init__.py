@@ -27,6 +27,7 @@ METRICS_PORT = 9091
 
 # Paths inside the container.
 MODELS_MOUNT = "/mnt/models"  # pvc:// models, read-only
+GOLDEN_SET_MOUNT = "/mnt/golden-set"  # a pvc:// golden set on another claim than the model's, read-only
 CACHE_MOUNT = "/var/cache/modeldeploy"  # downloads and the TensorRT engine cache
 TERMINATION_LOG = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
 
@@ -40,11 +41,15 @@ LATENCY_BUDGET_EXCEEDED = "latency budget exceeded"
 MODEL_LOAD_FAILED = "model load failed"
 GPU_UNAVAILABLE = "gpu unavailable"
 INVALID_CONFIGURATION = "invalid configuration"
+GOLDEN_SET_MISMATCH = "golden set mismatch"  # the model's answers differ from its golden set
+PROVIDER_MISMATCH = "provider mismatch"  # a GPU provider was asked for, another one runs the model
 TERMINATION_REASONS = {
     LATENCY_BUDGET_EXCEEDED: "LatencyBudgetExceeded",
     MODEL_LOAD_FAILED: "ModelLoadFailed",
     GPU_UNAVAILABLE: "GPUUnavailable",
     INVALID_CONFIGURATION: "InvalidRuntimeConfig",
+    GOLDEN_SET_MISMATCH: "GoldenSetMismatch",
+    PROVIDER_MISMATCH: "ProviderMismatch",
 }
 
 

@@ -69,19 +69,127 @@ class LatencyGate(StrEnum):
     WARN = "warn"
 
 
+# Bucket names as the stores allow them (S3: 3-63 lowercase letters, digits, '.', '-'; GCS also '_').
+S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+GCS_BUCKET = r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]"
+ENDPOINT = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$"
+
+
+class S3Addressing(StrEnum):
+    AUTO = "auto"
+    PATH = "path"
+    VIRTUAL = "virtual"
+
+
+class S3Settings(Model):
+    endpoint: str | None = Field(
+        default=None,
+        description=(
+            "Endpoint URL of an S3-compatible store, e.g. `http://minio.minio.svc:9000`. Unset: AWS S3 of `region`."
+        ),
+        pattern=ENDPOINT,
+        max_length=2048,
+    )
+    region: str | None = Field(
+        default=None,
+        description="Region of the bucket, e.g. `eu-west-1`. MinIO and Ceph accept any (often `us-east-1`).",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,30}[a-z0-9]$",
+    )
+    addressing: S3Addressing | None = Field(
+        default=None,
+        description=(
+            "`path` (http://ENDPOINT/BUCKET/KEY, what most MinIO and Ceph setups need), `virtual` "
+            "(http://BUCKET.ENDPOINT/KEY) or `auto` (the SDK's choice, the default)."
+        ),
+    )
+
+
+class GcsSettings(Model):
+    endpoint: str | None = Field(
+        default=None,
+        description="Endpoint URL of the Cloud Storage JSON API, e.g. an emulator. Unset: Google's.",
+        pattern=ENDPOINT,
+        max_length=2048,
+    )
+
+
+class SourceCredentials(Model):
+    secret_name: str = Field(
+        description=(
+            "Secret in the resource's namespace. For s3://: keys `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` "
+            "(and `AWS_SESSION_TOKEN` for temporary credentials). For gs://: key `key.json`, a service "
+            "account's JSON key."
+        ),
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+    )
+
+
+class GoldenSet(Model):
+    uri: str = Field(
+        description=(
+            "Where the golden set is: an `.npz` of inputs (`input:<name>`) and the outputs a trusted model gave "
+            "for them (`output:<name>`), written by `modeldeploy validate MODEL --write-golden PATH`. The same "
+            "forms as `spec.model.uri`: `pvc://CLAIM/path`, `file:///path` or `/path` in the image, `https://...`, "
+            "`s3://BUCKET/KEY` or `gs://BUCKET/KEY` (read with the model's store settings and credentials)."
+        ),
+        pattern=(
+            r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|file:///.+|/.+|https?://.+"
+            rf"|s3://{S3_BUCKET}/[^/].*[^/]|s3://{S3_BUCKET}/[^/]|gs://{GCS_BUCKET}/[^/].*[^/]|gs://{GCS_BUCKET}/[^/])$"
+        ),
+        max_length=2048,
+    )
+    sha256: str | None = Field(
+        default=None,
+        description="Hex SHA-256 of the file. Required for http(s) URIs; checked before use.",
+        pattern=r"^[a-f0-9]{64}$",
+    )
+    max_abs_error: float | None = Field(
+        default=None,
+        ge=0,
+        description="Largest absolute difference allowed between an output and its golden value. Unset: not checked.",
+    )
+    max_rel_error: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Largest relative difference allowed (where the golden value is at least 0.1% of the output's largest). "
+            "Unset: not checked, except on outputs without top-1 when maxAbsError is unset too, which get 0.01."
+        ),
+    )
+    min_top1_agreement: float = Field(
+        default=0.99,
+        ge=0,
+        le=1,
+        description=(
+            "Least fraction of golden inputs whose top-1 class (argmax over the last axis of float scores "
+            "[N, classes], or equal integer labels) matches the golden one."
+        ),
+    )
+
+
 class ModelSource(Model):
     uri: str = Field(
         description=(
             "Where the model file is. `pvc://CLAIM/path/in/claim` mounts a PersistentVolumeClaim read-only; "
             "`file:///path` or `/path` is a path inside the runtime image; `https://...` (or `http://`) is "
-            "downloaded once per pod and checked against `sha256`."
+            "downloaded once per pod and checked against `sha256`. `s3://BUCKET/KEY` (AWS S3, MinIO, Ceph: see `s3`) "
+            "and `gs://BUCKET/KEY` (Google Cloud Storage) are downloaded once per pod into the cache volume, "
+            "resumably, with the credentials of `credentials` or the pod's identity (`serviceAccountName`)."
         ),
-        pattern=r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|file:///.+|/.+|https?://.+)$",
+        pattern=(
+            r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+|file:///.+|/.+|https?://.+"
+            rf"|s3://{S3_BUCKET}/[^/].*[^/]|s3://{S3_BUCKET}/[^/]|gs://{GCS_BUCKET}/[^/].*[^/]|gs://{GCS_BUCKET}/[^/])$"
+        ),
         max_length=2048,
     )
     sha256: str | None = Field(
         default=None,
-        description="Hex SHA-256 of the model file. Required for http(s) URIs; checked before serving.",
+        description=(
+            "Hex SHA-256 of the model file. Required for http(s) URIs; checked before serving. Optional for s3:// "
+            "and gs://, whose downloads are also checked against the store's own checksum when it keeps one "
+            "(S3 ChecksumSHA256, GCS md5/crc32c)."
+        ),
         pattern=r"^[a-f0-9]{64}$",
     )
     format: ModelFormat = Field(
@@ -97,6 +205,23 @@ class ModelSource(Model):
         pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$",
     )
     version: str = Field(default="1", description="Version served in the v2 API.", pattern=r"^[a-zA-Z0-9_.-]{1,32}$")
+    s3: S3Settings | None = Field(default=None, description="Where and how to reach the store of an s3:// URI.")
+    gcs: GcsSettings | None = Field(default=None, description="Where to reach the store of a gs:// URI.")
+    credentials: SourceCredentials | None = Field(
+        default=None,
+        description=(
+            "Credentials for an s3:// or gs:// URI, from a Secret. Unset: the pod's identity (IRSA, GKE workload "
+            "identity) through spec.serviceAccountName, or anonymous access to a public bucket."
+        ),
+    )
+    golden_set: GoldenSet | None = Field(
+        default=None,
+        description=(
+            "Inputs with expected outputs the model must reproduce, within the tolerances, after warm-up and the "
+            "latency gate before a pod becomes ready. A pod that disagrees exits with `golden set mismatch`, which "
+            "the operator treats as a failed rollout."
+        ),
+    )
 
 
 class Batching(Model):
@@ -403,6 +528,16 @@ class ModelDeploymentSpec(Model):
     rollout: Rollout = Field(default_factory=Rollout, description="Rollout strategy and automatic rollback.")
     pod_disruption_budget: DisruptionBudget = Field(
         default_factory=DisruptionBudget, description="Voluntary disruptions."
+    )
+    service_account_name: str | None = Field(
+        default=None,
+        description=(
+            "ServiceAccount the runtime pods run as: how they get a cloud identity for an s3:// or gs:// model "
+            "without a Secret (IRSA's `eks.amazonaws.com/role-arn`, GKE's `iam.gke.io/gcp-service-account` "
+            "annotation on it). Unset: the namespace's default."
+        ),
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
     )
 
     @property

@@ -55,7 +55,12 @@ def _node_selector(m: re.Match[str], t: Target) -> str:
 
 
 def _volume(m: re.Match[str], t: Target) -> str | None:
-    return {"1": "spec.runtime.cache.claimName", "2": "spec.model.uri"}.get(m.group(1))
+    i = int(m.group(1))
+    if i == 1:
+        return "spec.runtime.cache.claimName"
+    if i == 2 and t.spec.model.uri.startswith("pvc://"):
+        return "spec.model.uri"
+    return "spec.model.credentials.secretName" if i >= 2 and t.spec.model.credentials else None
 
 
 def _ingress(m: re.Match[str], t: Target) -> str | None:
@@ -103,6 +108,7 @@ RULES: dict[str, list[Rule]] = {
         (POD + r"\.nodeSelector(?:\[([^\]]+)\]|\.(.+))?$", _node_selector),
         (POD + r"\.affinity(.*)$", _to("spec.scheduling.affinity{}")),
         (POD + r"\.priorityClassName$", _to("spec.scheduling.priorityClassName")),
+        (POD + r"\.serviceAccountName$", _to("spec.serviceAccountName")),
         (POD + r"\.imagePullSecrets(\[\d+\])?.*$", lambda m, t: f"spec.runtime.imagePullSecrets{m.group(1) or ''}"),
         (POD + r"\.volumes\[(\d+)\].*$", _volume),
     ],

@@ -18,6 +18,7 @@ from .drift import with_spec_hash
 from .fieldmap import refusal_problems
 from .kube import Kube, Refused, now_rfc3339
 from .observe import ABSENT, observe_rollout, replicaset_template
+from .preflight import check_model_source
 from .render import Child, Settings, Target, render_children, render_deployment, render_pod_template
 from .rollback import Action, Decision, assess_rollout, decide_rollback, follow_revisions, is_pinned
 from .status import Observed, compute_status, status_to_dict, transitions
@@ -71,13 +72,18 @@ def reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Resu
 
 def _validate(
     kube: Kube, namespace: str, name: str, raw_spec: dict[str, Any]
-) -> tuple[api.ModelDeploymentSpec | None, list[Problem]]:
+) -> tuple[api.ModelDeploymentSpec | None, list[Problem], str | None]:
     spec, problems = parse_spec(raw_spec)
+    note = None
     if spec is not None:
         problems += validate_spec(spec, name)
         if spec.auth is not None and not problems:
             problems += check_auth_secret(spec.auth, kube.get("v1", "Secret", namespace, spec.auth.secret_name))
-    return spec, problems
+        if not problems:  # the store is asked only about a spec that is otherwise sound
+            outcome = check_model_source(kube, namespace, name, spec)
+            problems += outcome.problems
+            note = outcome.note
+    return spec, problems, note
 
 
 def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Result | None:
@@ -91,7 +97,9 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
     generation = int(meta.get("generation") or 1)
     retry_token = (meta.get("annotations") or {}).get(naming.RETRY_ANNOTATION)
     previous = parse_status(body.get("status"))
-    spec, problems = _validate(kube, namespace, name, body.get("spec") or {})
+    spec, problems, note = _validate(kube, namespace, name, body.get("spec") or {})
+    if note is not None:  # what the pre-flight check could not see, once per source that passed
+        kube.emit_event(body, "Normal", "ModelSourcePartlyChecked", note)
     selector = naming.selector_string(name)
     # A name longer than a label value can be labels nothing (and cannot be selected on).
     labelled = len(name) <= naming.LABEL_VALUE_MAX

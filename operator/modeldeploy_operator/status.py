@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import modeldeploy_contract.sources as sources_contract
+
 from . import api, naming
 from .observe import RolloutState
 from .rollback import Assessment, Verdict
@@ -62,6 +64,8 @@ def _problems_message(problems: tuple[Problem, ...]) -> str:
 
 
 def _problems_reason(problems: tuple[Problem, ...]) -> str:
+    if reasons := [p.reason for p in problems if p.reason]:
+        return reasons[0]
     if any(p.field.startswith("spec.auth") for p in problems):
         return "AuthSecretInvalid"
     return "InvalidSpec"
@@ -186,7 +190,7 @@ def _drop_empty(value: Any) -> Any:
     return value
 
 
-REFUSALS = ("InvalidSpec", "AuthSecretInvalid")
+REFUSALS = ("InvalidSpec", "AuthSecretInvalid", *sources_contract.REASONS)
 
 
 def transitions(old: list[api.Condition], new: list[api.Condition]) -> list[api.Condition]:

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 from . import api, k8s_checks
 from .render.common import Target
 from .render.deployment import runtime_env
+from .render.source import scheme
 
 GPU_PRODUCT = re.compile(r"^NVIDIA-[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -20,6 +21,7 @@ GPU_PRODUCT = re.compile(r"^NVIDIA-[A-Za-z0-9][A-Za-z0-9._-]*$")
 class Problem:
     field: str
     message: str  # says what is wrong and how to fix it
+    reason: str = ""  # the Degraded reason, when more precise than the default for its field
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
@@ -59,6 +61,31 @@ def validate_spec(spec: api.ModelDeploymentSpec, name: str | None = None) -> lis
                 "sha256 (`sha256sum model.onnx`) so a changed or truncated download is refused",
             )
         )
+    problems += source_problems(spec)
+    golden = model.golden_set
+    if golden is not None and golden.uri.startswith(("http://", "https://")):
+        if not urlparse(golden.uri).hostname:
+            problems.append(
+                Problem("spec.model.goldenSet.uri", f"{golden.uri!r} names no host: write it as https://HOST/path")
+            )
+        if not golden.sha256:
+            problems.append(
+                Problem(
+                    "spec.model.goldenSet.sha256",
+                    "is required for an http(s) golden set URI: set it to the file's sha256 (`sha256sum golden.npz`)",
+                )
+            )
+    if golden is not None and golden.uri.startswith(("s3://", "gs://")):
+        scheme = golden.uri.split("://", 1)[0]
+        if not model.uri.startswith(f"{scheme}://"):
+            problems.append(
+                Problem(
+                    "spec.model.goldenSet.uri",
+                    f"a {scheme}:// golden set is read with the model's store settings and credentials, so "
+                    f"spec.model.uri must be a {scheme}:// URI too: put the golden set next to the model, "
+                    "or give it as pvc://, file:// or https://",
+                )
+            )
     if model.format == api.ModelFormat.TENSORRT and spec.backend != api.Backend.TENSORRT:
         problems.append(
             Problem(
@@ -214,3 +241,31 @@ def check_auth_secret(auth: api.Auth | None, secret: dict[str, Any] | None) -> l
             )
         ]
     return []
+
+
+def source_problems(spec: api.ModelDeploymentSpec) -> list[Problem]:
+    """Settings of an object-store source that do not fit its URI."""
+    model, kind = spec.model, scheme(spec.model)
+    problems = []
+    if model.s3 is not None and kind != "s3":
+        problems.append(Problem("spec.model.s3", "applies only to an s3:// URI: remove it or change spec.model.uri"))
+    if model.gcs is not None and kind != "gs":
+        problems.append(Problem("spec.model.gcs", "applies only to a gs:// URI: remove it or change spec.model.uri"))
+    if model.credentials is not None and kind is None:
+        problems.append(
+            Problem(
+                "spec.model.credentials",
+                "applies only to s3:// and gs:// URIs: remove it (an http(s) URL is fetched without credentials)",
+            )
+        )
+    if kind == "s3" and model.s3 is not None and model.s3.endpoint and model.s3.addressing == api.S3Addressing.VIRTUAL:
+        host = urlparse(model.s3.endpoint).hostname or ""
+        if host.replace(".", "").isdigit() or host == "localhost":
+            problems.append(
+                Problem(
+                    "spec.model.s3.addressing",
+                    f"virtual-host addressing puts the bucket in the host name, which {host!r} cannot take: "
+                    "set it to path",
+                )
+            )
+    return problems

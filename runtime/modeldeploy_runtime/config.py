@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+import modeldeploy_contract.sources as sources_contract
+
 
 class ConfigError(ValueError):
     """A setting is missing or invalid. The message names the env var and flag and the fix."""
@@ -33,9 +35,9 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("model_path", "MODELDEPLOY_MODEL_PATH", "--model", "str", None,
-            "model file path, or an http(s):// URL downloaded once into the cache dir"),
+            "model file path, or an http(s)://, s3:// or gs:// URI downloaded once into the cache dir"),
     Setting("model_sha256", "MODELDEPLOY_MODEL_SHA256", "--sha256", "str", "",
-            "hex sha256 the model file must have (required for URLs)"),
+            "hex sha256 the model file must have (required for http(s) URLs)"),
     Setting("model_name", "MODELDEPLOY_MODEL_NAME", "--name", "str", None, "served model name"),
     Setting("model_version", "MODELDEPLOY_MODEL_VERSION", "--version", "str", "1", "served version"),
     Setting("model_format", "MODELDEPLOY_MODEL_FORMAT", "--format", "choice", "",
@@ -61,6 +63,19 @@ SETTINGS: tuple[Setting, ...] = (
             "what an exceeded budget does", choices=("enforce", "warn")),
     Setting("warmup_requests", "MODELDEPLOY_WARMUP_REQUESTS", "--warmup-requests", "int", 10,
             "warm-up inferences before ready", minimum=0),
+    Setting("golden_set_path", "MODELDEPLOY_GOLDEN_SET_PATH", "--golden-set", "str", "",
+            "golden set (.npz of inputs and expected outputs) checked after the latency gate: a path or a "
+            "URL, fetched as the model is (empty = no check)"),
+    Setting("golden_set_sha256", "MODELDEPLOY_GOLDEN_SET_SHA256", "--golden-set-sha256", "str", "",
+            "hex sha256 the golden set file must have (required for URLs)"),
+    Setting("golden_set_max_abs_error", "MODELDEPLOY_GOLDEN_SET_MAX_ABS_ERROR", "--golden-set-max-abs-error",
+            "float", None, "largest absolute difference from the golden outputs (empty = not checked)", minimum=0),
+    Setting("golden_set_max_rel_error", "MODELDEPLOY_GOLDEN_SET_MAX_REL_ERROR", "--golden-set-max-rel-error",
+            "float", None, "largest relative difference from the golden outputs (empty = not checked, or 0.01 "
+            "on outputs without top-1 when no abs error is set either)", minimum=0),
+    Setting("golden_set_min_top1_agreement", "MODELDEPLOY_GOLDEN_SET_MIN_TOP1_AGREEMENT",
+            "--golden-set-min-top1-agreement", "float", 0.99,
+            "least fraction of golden inputs whose top-1 class matches, on classification outputs", minimum=0),
     Setting("port", "MODELDEPLOY_PORT", "--port", "int", 8080, "HTTP port", minimum=0),
     Setting("metrics_port", "MODELDEPLOY_METRICS_PORT", "--metrics-port", "int", 0,
             "a second port serving only /metrics (0 = none)", minimum=0),
@@ -71,6 +86,17 @@ SETTINGS: tuple[Setting, ...] = (
             "/dev/termination-log", "where the reason for a failed start is written"),
     Setting("cache_dir", "MODELDEPLOY_CACHE_DIR", "--cache-dir", "str", "/var/cache/modeldeploy",
             "downloads and TensorRT engine cache"),
+    # s3:// and gs:// models (sources/); credentials are the SDKs' own AWS_* and
+    # GOOGLE_APPLICATION_CREDENTIALS variables.
+    Setting("s3_endpoint", sources_contract.S3_ENDPOINT_ENV, "--s3-endpoint", "str", "",
+            "S3 endpoint URL for s3:// models, e.g. http://minio.minio:9000 (default: AWS)"),
+    Setting("s3_region", sources_contract.S3_REGION_ENV, "--s3-region", "str", "",
+            "S3 region of the bucket (default: the SDK's, AWS_REGION)"),
+    Setting("s3_addressing", sources_contract.S3_ADDRESSING_ENV, "--s3-addressing", "choice", "",
+            "S3 addressing style: path for most MinIO and Ceph setups (default auto)",
+            choices=sources_contract.S3_ADDRESSING),
+    Setting("gcs_endpoint", sources_contract.GCS_ENDPOINT_ENV, "--gcs-endpoint", "str", "",
+            "Cloud Storage endpoint for gs:// models, e.g. an emulator (default: Google's)"),
     Setting("threads", "MODELDEPLOY_THREADS", "--threads", "int", 0,
             "inference threads (0 = from the cgroup CPU quota)", minimum=0),
     Setting("drain_delay_s", "MODELDEPLOY_DRAIN_DELAY_S", "--drain-delay-s", "float", 0.0,
@@ -107,12 +133,21 @@ class RuntimeConfig:
     latency_budget_ms: float = 0.0
     latency_gate: str = "enforce"
     warmup_requests: int = 10
+    golden_set_path: str = ""
+    golden_set_sha256: str = ""
+    golden_set_max_abs_error: float | None = None
+    golden_set_max_rel_error: float | None = None
+    golden_set_min_top1_agreement: float = 0.99
     port: int = 8080
     metrics_port: int = 0
     host: str = "0.0.0.0"
     auth_token: str = ""
     termination_log: str = "/dev/termination-log"
     cache_dir: str = "/var/cache/modeldeploy"
+    s3_endpoint: str = ""
+    s3_region: str = ""
+    s3_addressing: str = ""
+    gcs_endpoint: str = ""
     threads: int = 0
     drain_delay_s: float = 0.0
     max_body_bytes: int = 64 * 1024 * 1024
@@ -121,6 +156,13 @@ class RuntimeConfig:
     @property
     def is_url(self) -> bool:
         return self.model_path.startswith(("http://", "https://"))
+
+    def source_options(self):
+        from .sources import GcsOptions, S3Options, SourceOptions
+
+        return SourceOptions(
+            s3=S3Options(self.s3_endpoint, self.s3_region, self.s3_addressing), gcs=GcsOptions(self.gcs_endpoint)
+        )
 
     def __repr__(self) -> str:  # never print the token
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -149,6 +191,8 @@ def _parse(s: Setting, raw: str) -> Any:
         if low and low not in s.choices:
             raise ConfigError(f"{_where(s)} is {raw!r}; set it to one of: {', '.join(s.choices)}")
         return low
+    if not raw and s.default is None:
+        return None  # an optional number left empty
     try:
         value = int(raw) if s.kind == "int" else float(raw)
     except ValueError:
@@ -186,7 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
                 help=f"{s.help} [env {s.env}]",
             )
         else:
-            default = "required" if s.default is None else f"default {s.default}" if s.default != "" else "default none"
+            optional = s.default is None and s.kind in ("int", "float")
+            default = (
+                "default none"
+                if optional
+                else "required"
+                if s.default is None
+                else f"default {s.default}"
+                if s.default != ""
+                else "default none"
+            )
             parser.add_argument(
                 s.flag,
                 dest=s.field,
@@ -244,8 +297,23 @@ def validate(values: dict[str, Any]) -> RuntimeConfig:
     if path.startswith("file://"):  # the form ModelDeployment specs use for paths in the image
         path = values["model_path"] = urllib.parse.urlparse(path).path
     is_url = path.startswith(("http://", "https://"))
-    if "://" in path and not is_url:
-        raise ConfigError(f"{_where(_BY_FIELD['model_path'])} is {path!r}; give a file path or an http(s):// URL")
+    in_store = path.startswith(tuple(f"{scheme}://" for scheme in sources_contract.SCHEMES))
+    if "://" in path and not (is_url or in_store):
+        raise ConfigError(
+            f"{_where(_BY_FIELD['model_path'])} is {path!r}; give a file path, an http(s):// URL, "
+            "s3://BUCKET/KEY or gs://BUCKET/KEY"
+        )
+    if in_store:
+        bucket, _, key = path.partition("://")[2].partition("/")
+        if not bucket or not key or key.endswith("/"):
+            raise ConfigError(
+                f"{_where(_BY_FIELD['model_path'])} is {path!r}; name the object as SCHEME://BUCKET/KEY, "
+                "e.g. s3://models/resnet50/model.onnx"
+            )
+    for key in ("s3_endpoint", "gcs_endpoint"):
+        endpoint = values[key]
+        if endpoint and not (endpoint.startswith(("http://", "https://")) and urllib.parse.urlparse(endpoint).hostname):
+            raise ConfigError(f"{_where(_BY_FIELD[key])} is {endpoint!r}; give a URL such as https://HOST:PORT")
     sha = values["model_sha256"].lower()
     if sha and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
         raise ConfigError(
@@ -293,9 +361,34 @@ def validate(values: dict[str, Any]) -> RuntimeConfig:
             f"{_where(_BY_FIELD['precision'])} is fp16, which the {backend} backend does not serve on the CPU; "
             "set it to fp32" + (" or bf16" if backend == "openvino" else "")
         )
+    _validate_golden_set(values)
     if values["latency_budget_ms"] > 0 and values["warmup_requests"] < 1:
         raise ConfigError(
             f"{_where(_BY_FIELD['warmup_requests'])} is 0 but a latency budget is set; set it to 1 or more "
             "(the gate measures the warm-up requests), or set MODELDEPLOY_LATENCY_BUDGET_MS to 0"
         )
     return RuntimeConfig(**values)
+
+
+def _validate_golden_set(values: dict[str, Any]) -> None:
+    """The golden set's location is checked as far as the model's is; which sources exist is
+    fetch.py's to say, since the golden set is fetched through it."""
+    path = values["golden_set_path"]
+    if path.startswith("file://"):
+        path = values["golden_set_path"] = urllib.parse.urlparse(path).path
+    sha = values["golden_set_sha256"].lower()
+    if sha and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
+        raise ConfigError(
+            f"{_where(_BY_FIELD['golden_set_sha256'])} is {sha!r}; give 64 hex digits (the output of sha256sum)"
+        )
+    if path.startswith(("http://", "https://")) and not sha:
+        raise ConfigError(
+            f"{_where(_BY_FIELD['golden_set_sha256'])} is required when the golden set is a URL; "
+            "set it to the file's sha256 (sha256sum FILE)"
+        )
+    values["golden_set_sha256"] = sha
+    top1 = values["golden_set_min_top1_agreement"]
+    if top1 > 1:
+        raise ConfigError(
+            f"{_where(_BY_FIELD['golden_set_min_top1_agreement'])} is {top1:g}; give a fraction from 0 to 1, e.g. 0.99"
+        )

@@ -103,3 +103,15 @@ class LatencyBudgetExceeded(StartupError):
 
 class InvalidConfiguration(StartupError):
     prefix = contract.INVALID_CONFIGURATION
+
+
+class GoldenSetMismatch(StartupError):
+    """The model's answers on its golden set are outside the tolerances (golden.py)."""
+
+    prefix = contract.GOLDEN_SET_MISMATCH
+
+
+class ProviderMismatch(StartupError):
+    """A GPU execution provider was asked for and another one runs the model (providers.py)."""
+
+    prefix = contract.PROVIDER_MISMATCH

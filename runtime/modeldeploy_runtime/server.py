@@ -1,5 +1,5 @@
 """The server's life: listen at once (so liveness answers while the model loads), load and warm
-the model off the event loop, pass the latency gate, become ready; on SIGTERM drop readiness at
+the model off the event loop, pass the latency gate and the golden set, become ready; on SIGTERM drop readiness at
 once, let in-flight requests finish, stop.
 
 A start that cannot succeed writes one line to the termination log and exits non-zero, so the
@@ -20,12 +20,19 @@ import time
 
 from .app import BINARY_HEADER, App
 from .backends import load_backend
-from .backends.base import Backend, BackendError, GpuUnavailableError, UnsupportedConfigurationError
+from .backends.base import (
+    Backend,
+    BackendError,
+    GpuUnavailableError,
+    ProviderMismatchError,
+    UnsupportedConfigurationError,
+)
 from .config import RuntimeConfig
 from .cpu import default_threads
 from .dataplane import DataPlane
-from .errors import GpuUnavailable, InvalidConfiguration, ModelLoadFailed, StartupError
+from .errors import GpuUnavailable, InvalidConfiguration, ModelLoadFailed, ProviderMismatch, StartupError
 from .fetch import resolve_model
+from .golden import Tolerances, check_golden_gate, fetch_golden_set
 from .httpserver import HttpServer
 from .malloc import keep_freed_memory
 from .metrics import Metrics
@@ -43,11 +50,18 @@ DRAIN_TIMEOUT_S = 25
 def load_model(config: RuntimeConfig, threads: int) -> tuple[Backend, float | None]:
     """Fetch, load, warm up and gate the model. Runs on a loader thread; raises StartupError."""
     t0 = time.perf_counter()
-    path = resolve_model(config.model_path, config.model_sha256, config.cache_dir)
+    path = resolve_model(config.model_path, config.model_sha256, config.cache_dir, config.source_options())
+    golden_path = None
+    if config.golden_set_path:  # fetched first: a wrong location fails before a long model load
+        golden_path = fetch_golden_set(
+            config.golden_set_path, config.golden_set_sha256, config.cache_dir, config.source_options()
+        )
     try:
         backend = load_backend(config, path, threads=threads)
     except GpuUnavailableError as exc:
         raise GpuUnavailable(str(exc)) from exc
+    except ProviderMismatchError as exc:
+        raise ProviderMismatch(str(exc)) from exc
     except UnsupportedConfigurationError as exc:
         raise InvalidConfiguration(str(exc)) from exc
     except BackendError as exc:
@@ -77,6 +91,13 @@ def load_model(config: RuntimeConfig, threads: int) -> tuple[Backend, float | No
         latencies = []
     try:
         p95 = check_latency_gate(latencies, config.latency_budget_ms, config.latency_gate)
+        if golden_path is not None:
+            tolerances = Tolerances(
+                max_abs_error=config.golden_set_max_abs_error,
+                max_rel_error=config.golden_set_max_rel_error,
+                min_top1=config.golden_set_min_top1_agreement,
+            )
+            check_golden_gate(backend, golden_path, tolerances)
     except StartupError:
         backend.close()
         raise

@@ -390,6 +390,48 @@ def test_a_missing_permission_is_caught(operators: Installed):
         rbac.replace_cluster_role(RELEASE, role)
 
 
+def test_a_credentials_secret_the_operator_may_not_read_is_reported_not_retried(operators: Installed):
+    """Without `get` on secrets, an s3:// model naming a Secret ends Degraded with the field and
+    the fix, and nothing is built; the operator keeps running."""
+    container = operators.install({})
+    rbac = kubernetes.client.RbacAuthorizationV1Api(operators.api)
+    role = rbac.read_cluster_role(RELEASE)
+    original = copy.deepcopy(role.rules)
+    role.rules = [r for r in role.rules if "secrets" not in r.resources]
+    rbac.replace_cluster_role(RELEASE, role)
+    try:
+        wait_for(lambda: not operators.can_i("get", "secrets", "default"), 10, "the secrets rule to be gone")
+        op, _ = operators.run_operator(container)
+        ns = operators.namespace("unreadable-secret")
+        operators.core.create_namespaced_secret(
+            ns, {"metadata": {"name": "s3"}, "stringData": {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}}
+        )
+        model = yaml.safe_load(EXAMPLE.read_text())
+        model["spec"]["model"] = {
+            "uri": "s3://models/digits.onnx",
+            "s3": {"endpoint": "http://127.0.0.1:9"},
+            "credentials": {"secretName": "s3"},
+        }
+        operators.apply(ns, model)
+        status = wait_for(
+            lambda: operators.status(ns, "digits").get("phase") == "Degraded" and operators.status(ns, "digits"),
+            20,
+            "Degraded",
+        )
+        degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+        assert degraded["reason"] == "ModelSourceSecretInvalid"
+        assert (
+            "spec.model.credentials.secretName: the operator may not read Secret 's3' (HTTP 403)" in degraded["message"]
+        )
+        assert "grant its ServiceAccount `get` on secrets" in degraded["message"]
+        assert "Deployment" not in operators.children(ns)
+        assert op.proc.poll() is None, op.log_tail()
+    finally:
+        role = rbac.read_cluster_role(RELEASE)
+        role.rules = original
+        rbac.replace_cluster_role(RELEASE, role)
+
+
 def test_namespaced_install_reconciles_only_its_namespaces(operators: Installed):
     watched, other = operators.namespace("team-a"), operators.namespace("team-b")
     container = operators.install({"watch": {"allNamespaces": False, "namespaces": [watched]}})

@@ -115,12 +115,15 @@ def test_the_image_exposes_the_ports_the_pod_names(target):
     assert set(ports.values()) <= exposed
 
 
-@pytest.mark.parametrize(
-    "error", [errors.ModelLoadFailed, errors.GpuUnavailable, errors.LatencyBudgetExceeded, errors.InvalidConfiguration]
-)
+@pytest.mark.parametrize("error", errors.StartupError.__subclasses__())
 def test_each_termination_message_the_runtime_writes_is_classified_by_the_operator(error):
     message = error("details").termination_message
     pod = observe.PodState(name="p", template_hash="h", ready=False, restarts=1, terminated_message=message)
     failure = observe.pod_failure(pod, crash_loop_restarts=3)
     assert failure is not None and failure.reason == contract.TERMINATION_REASONS[error.prefix]
     assert failure.message == message
+
+
+def test_every_startup_error_has_a_prefix_of_its_own():
+    prefixes = [error.prefix for error in errors.StartupError.__subclasses__()]
+    assert len(prefixes) == len(set(prefixes)) and set(prefixes) == set(contract.TERMINATION_REASONS)

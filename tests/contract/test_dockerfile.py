@@ -72,9 +72,11 @@ def test_each_image_installs_only_its_own_extra():
     operator_installs = " ".join(args_of(st["operator-build"], "RUN"))
     runtime_installs = " ".join(args_of(st["runtime"], "RUN"))
     cpu_installs = " ".join(args_of(st["runtime-cpu-build"], "RUN"))
-    assert re.findall(r"\[([\w,]+)\]", operator_installs) == ["operator"]
-    assert re.findall(r"\[([\w,]+)\]", runtime_installs) == ["gpu"]
-    assert re.findall(r"\[([\w,]+)\]", cpu_installs) == ["runtime,openvino,litert"]
+    # s3 and gcs: the object-store SDKs, for the download (runtimes) and the pre-flight check (operator).
+    assert re.findall(r"\[([\w,]+)\]", operator_installs) == ["operator,s3,gcs"]
+    assert re.findall(r"\[([\w,]+)\]", runtime_installs) == ["gpu,s3,gcs"]
+    assert re.findall(r"\[([\w,]+)\]", cpu_installs) == ["runtime,openvino,litert,s3,gcs"]
+    assert not any(dep.startswith(("kopf", "onnxruntime")) for dep in extras["s3"] + extras["gcs"])
     assert not any(dep.startswith(("onnxruntime-gpu", "tensorrt", "pycuda")) for dep in extras["runtime"])
     assert "kopf" not in " ".join(extras["gpu"]) + " ".join(extras["serve"])
     assert not any(dep.startswith(("onnxruntime", "tensorrt")) for dep in extras["operator"])

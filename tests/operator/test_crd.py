@@ -230,7 +230,28 @@ BASE = {
     "spec": {"model": {"uri": "/models/m.onnx"}},
 }
 INVALID = {
-    "uri-scheme": ({"model": {"uri": "s3://bucket/m.onnx"}}, "spec.model.uri"),
+    "uri-scheme": ({"model": {"uri": "ftp://bucket/m.onnx"}}, "spec.model.uri"),
+    "s3-without-key": ({"model": {"uri": "s3://bucket/"}}, "spec.model.uri"),
+    "s3-bucket-uppercase": ({"model": {"uri": "s3://Bucket/m.onnx"}}, "spec.model.uri"),
+    "gs-without-bucket": ({"model": {"uri": "gs:///m.onnx"}}, "spec.model.uri"),
+    "s3-endpoint-not-a-url": (
+        {"model": {"uri": "s3://models/m.onnx", "s3": {"endpoint": "minio:9000"}}},
+        "spec.model.s3.endpoint",
+    ),
+    "s3-addressing": (
+        {"model": {"uri": "s3://models/m.onnx", "s3": {"addressing": "dns"}}},
+        "spec.model.s3.addressing",
+    ),
+    "s3-region": ({"model": {"uri": "s3://models/m.onnx", "s3": {"region": "EU West"}}}, "spec.model.s3.region"),
+    "credentials-secret-name": (
+        {"model": {"uri": "s3://models/m.onnx", "credentials": {"secretName": "My_Secret"}}},
+        "spec.model.credentials.secretName",
+    ),
+    "credentials-without-name": (
+        {"model": {"uri": "s3://models/m.onnx", "credentials": {}}},
+        "spec.model.credentials",
+    ),
+    "service-account-name": ({"serviceAccountName": "Not Valid"}, "spec.serviceAccountName"),
     "pvc-without-path": ({"model": {"uri": "pvc://models"}}, "spec.model.uri"),
     "format": ({"model": {"format": "pytorch"}}, "spec.model.format"),
     "sha256": ({"model": {"sha256": "not-a-digest"}}, "spec.model.sha256"),

@@ -117,7 +117,7 @@ def test_stdin(monkeypatch):
 
 
 INVALID = {
-    "schema": ({"model": {"uri": "s3://bucket/m.onnx"}}, "spec.model.uri"),
+    "schema": ({"model": {"uri": "ftp://bucket/m.onnx"}}, "spec.model.uri"),
     "unknown-field": ({"replica": 3}, "spec.replica"),
     "semantic": ({"model": {"uri": "https://e.com/m.onnx"}}, "spec.model.sha256: is required for an http(s) model URI"),
     "semantic-gpu": ({"runtime": {"precision": "fp16"}}, "spec.runtime.precision"),

@@ -207,8 +207,11 @@ def test_every_rendered_runtime_env_is_a_documented_contract():
         re.findall(r"^\| `(MODELDEPLOY_[A-Z0-9_]+)` \| `--", (ROOT / "docs/architecture.md").read_text(), re.M)
     )
     assert documented, "the runtime env table of docs/architecture.md was not found"
+    golden = {"uri": "https://e.com/g.npz", "sha256": SHA, "maxAbsError": 0.1, "maxRelError": 0.1}
     rendered = env(
-        model={"uri": "https://e.com/m.onnx", "sha256": SHA}, auth={"secretName": "tok"}, runtime={"threads": 2}
+        model={"uri": "https://e.com/m.onnx", "sha256": SHA, "goldenSet": golden},
+        auth={"secretName": "tok"},
+        runtime={"threads": 2},
     )
     assert set(rendered) - documented == set()
 
@@ -221,6 +224,7 @@ SPECS_FOR_ENV = {
     "no-budget": {"runtime": {"latencyBudget": {"p95Milliseconds": 0, "warmupRequests": 0}}},
     "url": {"model": {"uri": "https://e.com/m.onnx", "sha256": SHA}},
     "auth": {"auth": {"secretName": "tok"}},
+    "golden-set": {"model": {"uri": "/m.onnx", "goldenSet": {"uri": "/g.npz"}}},
 }
 
 

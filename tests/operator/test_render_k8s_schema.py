@@ -23,6 +23,18 @@ SPECS = {
         "auth": {"secretName": "token", "secretKey": "bearer"},
         "runtime": {"env": [{"name": "OMP_NUM_THREADS", "value": "2"}], "imagePullPolicy": "IfNotPresent"},
     },
+    "s3-with-secret": {
+        "model": {
+            "uri": "s3://models/r50/model.onnx",
+            "s3": {"endpoint": "http://minio.minio:9000", "region": "us-east-1", "addressing": "path"},
+            "credentials": {"secretName": "minio"},
+        },
+    },
+    "gcs-with-key-and-identity": {
+        "model": {"uri": "gs://models/r50/model.onnx", "credentials": {"secretName": "gcs-key"}},
+        "serviceAccountName": "model-reader",
+        "runtime": {"cache": {"claimName": "model-cache"}},
+    },
     "engine-paused-deny-all": {
         "model": {"uri": "pvc://engines/r50.plan", "format": "tensorrt"},
         "rollout": {"paused": True, "maxSurge": "25%", "maxUnavailable": "25%"},

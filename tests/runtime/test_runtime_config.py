@@ -8,6 +8,14 @@ from modeldeploy_runtime.config import ConfigError, load_config
 BASE = {"MODELDEPLOY_MODEL_PATH": "/models/resnet.onnx", "MODELDEPLOY_MODEL_NAME": "resnet"}
 
 
+def test_store_uris_need_no_sha256():
+    config = load_config(
+        [], {**BASE, "MODELDEPLOY_MODEL_PATH": "s3://models/m.onnx", "MODELDEPLOY_S3_ADDRESSING": "path"}
+    )
+    assert (config.model_path, config.model_sha256, config.model_format) == ("s3://models/m.onnx", "", "onnx")
+    assert config.source_options().s3.addressing == "path"
+
+
 def test_defaults_match_the_contract():
     config = load_config([], BASE)
     assert (config.model_format, config.backend, config.precision) == ("onnx", "onnxruntime", "fp32")
@@ -60,7 +68,17 @@ def test_format_and_backend_follow_the_suffix(path, fmt, backend):
         ({"MODELDEPLOY_LATENCY_BUDGET_MS": "-1"}, ["MODELDEPLOY_LATENCY_BUDGET_MS", "0 or more"]),
         ({"MODELDEPLOY_MODEL_PATH": "https://h/m.onnx"}, ["MODELDEPLOY_MODEL_SHA256", "required"]),
         ({"MODELDEPLOY_MODEL_SHA256": "abc"}, ["MODELDEPLOY_MODEL_SHA256", "64 hex digits"]),
-        ({"MODELDEPLOY_MODEL_PATH": "s3://b/m.onnx"}, ["MODELDEPLOY_MODEL_PATH", "http(s)://"]),
+        ({"MODELDEPLOY_MODEL_PATH": "ftp://b/m.onnx"}, ["MODELDEPLOY_MODEL_PATH", "http(s)://", "s3://"]),
+        ({"MODELDEPLOY_MODEL_PATH": "s3://b/"}, ["MODELDEPLOY_MODEL_PATH", "SCHEME://BUCKET/KEY"]),
+        ({"MODELDEPLOY_MODEL_PATH": "gs://m.onnx"}, ["MODELDEPLOY_MODEL_PATH", "SCHEME://BUCKET/KEY"]),
+        (
+            {"MODELDEPLOY_MODEL_PATH": "s3://b/m.onnx", "MODELDEPLOY_S3_ENDPOINT": "minio:9000"},
+            ["MODELDEPLOY_S3_ENDPOINT", "https://HOST:PORT"],
+        ),
+        (
+            {"MODELDEPLOY_MODEL_PATH": "s3://b/m.onnx", "MODELDEPLOY_S3_ADDRESSING": "dns"},
+            ["MODELDEPLOY_S3_ADDRESSING", "path"],
+        ),
         ({"MODELDEPLOY_MODEL_PATH": "/m/model.bin"}, ["MODELDEPLOY_MODEL_FORMAT", "onnx, tensorrt or tflite"]),
         ({"MODELDEPLOY_PRECISION": "bf16"}, ["MODELDEPLOY_PRECISION", "MODELDEPLOY_BACKEND to openvino"]),
         ({"MODELDEPLOY_BACKEND": "openvino", "MODELDEPLOY_PRECISION": "fp16"}, ["MODELDEPLOY_PRECISION", "fp32 or bf16"]),

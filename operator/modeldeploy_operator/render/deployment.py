@@ -10,6 +10,7 @@ import modeldeploy_contract as contract
 
 from .. import api, naming
 from .common import Settings, Target, object_meta
+from .source import source_env, source_mount, source_volume
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -28,7 +29,42 @@ def model_location(spec: api.ModelSource) -> tuple[str, dict[str, Any] | None]:
         return f"{naming.MODELS_MOUNT}/{path}", volume
     if uri.startswith("file://"):
         return urlparse(uri).path, None
-    return uri, None  # an absolute path in the image, or an http(s) URL the runtime downloads
+    return uri, None  # an absolute path in the image, or an http(s)/s3/gs URI the runtime downloads
+
+
+GOLDEN_SET_VOLUME = "golden-set"
+
+
+def golden_set_location(spec: api.ModelDeploymentSpec) -> tuple[str, dict[str, Any] | None]:
+    """Where the runtime finds the golden set, and the volume to mount for it: none when it is
+    not on a PVC, or on the model's own claim (mounted already)."""
+    golden = spec.model.golden_set
+    if golden is None:
+        return "", None
+    if golden.uri.startswith("pvc://"):
+        claim, _, path = golden.uri[len("pvc://") :].partition("/")
+        _, model_volume = model_location(spec.model)
+        if model_volume is not None and model_volume["persistentVolumeClaim"]["claimName"] == claim:
+            return f"{naming.MODELS_MOUNT}/{path}", None
+        volume = {"name": GOLDEN_SET_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        return f"{contract.GOLDEN_SET_MOUNT}/{path}", volume
+    if golden.uri.startswith("file://"):
+        return urlparse(golden.uri).path, None
+    return golden.uri, None
+
+
+def golden_set_env(spec: api.ModelDeploymentSpec) -> dict[str, str]:
+    golden = spec.model.golden_set
+    if golden is None:
+        return {}
+    path, _ = golden_set_location(spec)
+    return {
+        "MODELDEPLOY_GOLDEN_SET_PATH": path,
+        "MODELDEPLOY_GOLDEN_SET_SHA256": golden.sha256 or "",
+        "MODELDEPLOY_GOLDEN_SET_MAX_ABS_ERROR": "" if golden.max_abs_error is None else f"{golden.max_abs_error:g}",
+        "MODELDEPLOY_GOLDEN_SET_MAX_REL_ERROR": "" if golden.max_rel_error is None else f"{golden.max_rel_error:g}",
+        "MODELDEPLOY_GOLDEN_SET_MIN_TOP1_AGREEMENT": f"{golden.min_top1_agreement:g}",
+    }
 
 
 def runtime_env(target: Target) -> list[dict[str, Any]]:
@@ -56,6 +92,7 @@ def runtime_env(target: Target) -> list[dict[str, Any]]:
         "MODELDEPLOY_METRICS_PORT": str(naming.METRICS_PORT),
         "MODELDEPLOY_CACHE_DIR": naming.CACHE_MOUNT,
         "MODELDEPLOY_DRAIN_DELAY_S": str(DRAIN_DELAY_S),
+        **golden_set_env(spec),
     }
     # An empty value is dropped by the API server; rendering it would look like drift forever.
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values.items() if v]
@@ -66,6 +103,7 @@ def runtime_env(target: Target) -> list[dict[str, Any]]:
                 "valueFrom": {"secretKeyRef": {"name": spec.auth.secret_name, "key": spec.auth.secret_key}},
             }
         )
+    env += source_env(spec.model)
     # A user's `value: ""` means the same as no value; render it the way the API server stores it.
     return env + [{k: v for k, v in e.items() if not (k == "value" and v == "")} for e in runtime.env]
 
@@ -126,6 +164,13 @@ def render_container(target: Target, settings: Settings) -> dict[str, Any]:
     _, model_volume = model_location(target.spec.model)
     if model_volume is not None:
         container["volumeMounts"].append({"name": MODELS_VOLUME, "mountPath": naming.MODELS_MOUNT, "readOnly": True})
+    if (mount := source_mount(target.spec.model)) is not None:
+        container["volumeMounts"].append(mount)
+    _, golden_volume = golden_set_location(target.spec)
+    if golden_volume is not None:
+        container["volumeMounts"].append(
+            {"name": GOLDEN_SET_VOLUME, "mountPath": contract.GOLDEN_SET_MOUNT, "readOnly": True}
+        )
     return container
 
 
@@ -141,6 +186,11 @@ def render_pod_template(target: Target, settings: Settings) -> dict[str, Any]:
     _, model_volume = model_location(spec.model)
     if model_volume is not None:
         volumes.append(model_volume)
+    if (credentials := source_volume(spec.model)) is not None:
+        volumes.append(credentials)
+    _, golden_volume = golden_set_location(spec)
+    if golden_volume is not None:
+        volumes.append(golden_volume)
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,  # the runtime never talks to the API
         "enableServiceLinks": False,
@@ -168,6 +218,8 @@ def render_pod_template(target: Target, settings: Settings) -> dict[str, Any]:
         pod["affinity"] = scheduling.affinity
     if scheduling.priority_class_name:
         pod["priorityClassName"] = scheduling.priority_class_name
+    if spec.service_account_name:  # the pod's cloud identity (IRSA, workload identity)
+        pod["serviceAccountName"] = spec.service_account_name
     if spec.runtime.image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": n} for n in spec.runtime.image_pull_secrets]
     return {

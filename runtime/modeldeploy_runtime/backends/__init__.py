@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Backend, BackendError, BackendInfo, GpuUnavailableError, TensorSpec, UnsupportedConfigurationError
+from .base import (
+    Backend,
+    BackendError,
+    BackendInfo,
+    GpuUnavailableError,
+    ProviderMismatchError,
+    TensorSpec,
+    UnsupportedConfigurationError,
+)
 
 if TYPE_CHECKING:
     from ..config import RuntimeConfig
@@ -16,6 +24,7 @@ __all__ = [
     "BackendError",
     "BackendInfo",
     "GpuUnavailableError",
+    "ProviderMismatchError",
     "TensorSpec",
     "UnsupportedConfigurationError",
     "load_backend",

@@ -39,6 +39,11 @@ class GpuUnavailableError(BackendError):
     server reports it as ``gpu unavailable: ...`` rather than as a model load failure."""
 
 
+class ProviderMismatchError(BackendError):
+    """The provider asked for (a GPU one, or TensorRT for fp16/int8) loaded, but ONNX Runtime
+    runs the model on another one. Reported as ``provider mismatch: ...``."""
+
+
 class UnsupportedConfigurationError(BackendError):
     """The model loads but cannot be served as configured on this machine (bf16 on a CPU without
     bf16 instructions): the server reports it as ``invalid

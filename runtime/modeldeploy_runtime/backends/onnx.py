@@ -3,7 +3,7 @@
 onnxruntime-gpu falls back to the CPU without an error when CUDA or TensorRT cannot start (a driver
 mismatch, a missing library), so what was asked for proves nothing: the providers really in use
 are read back from the session, logged, shown in model metadata, and checked against
-``require_gpu``.
+``require_gpu`` and the precision (providers.py).
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from .base import BackendError, BackendInfo, GpuUnavailableError, TensorSpec
+from ..providers import CUDA_EP, GPU_EPS, TRT_EP, provider_mismatch
+from .base import BackendError, BackendInfo, GpuUnavailableError, ProviderMismatchError, TensorSpec
 
 log = logging.getLogger(__name__)
 
-TRT_EP = "TensorrtExecutionProvider"
-CUDA_EP = "CUDAExecutionProvider"
 CPU_EP = "CPUExecutionProvider"
-GPU_EPS = (TRT_EP, CUDA_EP)
 
 # ONNX Runtime's type strings -> v2 datatypes
 ORT_TO_V2 = {
@@ -240,13 +238,10 @@ class OnnxBackend:
         self.session = self._create(ort, model_path, opts, providers)
         self._buckets: list[tuple[int, Any]] = []  # (batch size, session), see _bucket_sessions
         in_use = self.session.get_providers()
-        if require_gpu and not any(p in GPU_EPS for p in in_use):
-            asked = ", ".join(name for name, _ in providers)
-            raise GpuUnavailableError(
-                f"MODELDEPLOY_REQUIRE_GPU is true but ONNX Runtime fell back to {', '.join(in_use)} "
-                f"(asked for {asked}); check the node's NVIDIA driver, the pod's nvidia.com/gpu limit, "
-                "and the CUDA/TensorRT libraries in the image"
-            )
+        mismatch = provider_mismatch(require_gpu, precision, in_use)
+        if mismatch is not None:
+            self.session = None
+            raise ProviderMismatchError(mismatch)
         self.inputs = specs_from_ort(self.session.get_inputs())
         self.outputs = specs_from_ort(self.session.get_outputs())
         self.max_batch_size = max_batch_size if batchable(self.inputs, self.outputs) else 0

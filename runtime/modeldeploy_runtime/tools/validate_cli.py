@@ -27,7 +27,13 @@ examples:
   modeldeploy validate encoder.onnx encoder.int8.onnx --max-abs-error 0.05
   modeldeploy validate model.onnx --engine openvino --precision bf16 --data heldout/
   modeldeploy validate model.onnx model.tflite                  (the same model converted to LiteRT)
+  modeldeploy validate model.onnx --write-golden golden.npz --data heldout/   (spec.model.goldenSet)
 """
+
+
+COMPARE_SAMPLES = 1000
+# A golden set travels with every rollout and runs before each pod is ready: small by default.
+GOLDEN_SAMPLES = 64
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the optimized model (.onnx, .tflite, or a TensorRT .engine/.plan on a GPU); default: the original "
         "again, on --engine at --precision",
     )
-    add_data_args(parser, default_samples=1000)
+    add_data_args(parser, default_samples=COMPARE_SAMPLES)
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="inputs per inference (default 32)")
     parser.add_argument(
         "--min-top1",
@@ -83,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--threads", type=int, default=0, metavar="N", help="ONNX Runtime threads (0: its default)")
     parser.add_argument("--json", metavar="PATH", help="write the report as JSON here ('-' for stdout)")
+    parser.add_argument(
+        "--write-golden",
+        metavar="PATH",
+        help="instead of comparing, run ORIGINAL (the trusted model) on the inputs and write them with its "
+        f"outputs to PATH, an .npz golden set for spec.model.goldenSet (--output picks the outputs kept; "
+        f"--samples defaults to {GOLDEN_SAMPLES} here)",
+    )
+    parser.set_defaults(samples=None)  # 1000 to compare, GOLDEN_SAMPLES for a golden set (see run)
     return parser
 
 
@@ -94,6 +108,12 @@ def main(argv: list[str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.write_golden:
+        if args.samples is None:
+            args.samples = GOLDEN_SAMPLES
+        return write_golden(args)
+    if args.samples is None:
+        args.samples = COMPARE_SAMPLES
     from ..backends.base import BackendError
     from ..optimize import compare
     from ..optimize.data import DataError
@@ -141,6 +161,74 @@ def run(args: argparse.Namespace) -> int:
         print("\nFAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
         return EXIT_FAILED
     print(f"\nPASSED (top-1 agreement >= {args.min_top1:.2%}" + _extra(args) + ")")
+    return EXIT_OK
+
+
+def write_golden(args: argparse.Namespace) -> int:
+    """The golden set of ORIGINAL: the inputs --data or generation gives, and its outputs on them,
+    run in batches as `validate` runs them."""
+    import numpy as np
+
+    from ..backends.base import BackendError
+    from ..fetch import sha256_file
+    from ..golden import write_golden_set
+    from ..optimize import compare
+    from ..optimize import data as data_mod
+    from ..optimize.data import DataError
+    from ..optimize.runner import open_model
+
+    reference = None
+    try:
+        if args.optimized:
+            raise UsageError("--write-golden runs ORIGINAL alone (the trusted model): drop OPTIMIZED")
+        if args.batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
+        original = check_file(args.original, "ORIGINAL")
+        reference = open_model(original, provider=args.provider, threads=args.threads)
+        kept = compare.split_outputs(args.output) or tuple(reference.output_names)
+        unknown = [n for n in kept if n not in reference.output_names]
+        if unknown:
+            raise UsageError(
+                f"--output {', '.join(unknown)}: no such output; the model has {', '.join(reference.output_names)}"
+            )
+        samples = input_data(args, reference.inputs)
+        batch_size = min([args.batch_size, *([reference.max_batch_size] if reference.max_batch_size else [])])
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in kept}
+        for batch in data_mod.batches(samples, reference.inputs, batch_size):
+            outputs = reference.run(batch)
+            for name in kept:
+                parts[name].append(np.asarray(outputs[name]))
+    except (UsageError, DataError, BackendError) as exc:
+        return report_error("validate", exc)
+    finally:
+        if reference is not None:
+            reference.close()
+    if all(s.batched for s in reference.inputs):
+        inputs, outputs = samples, {n: np.concatenate(p) for n, p in parts.items()}
+    else:  # served unbatched: one whole input per sample, stacked on a new first axis
+        inputs = {n: a[np.newaxis] for n, a in samples.items()}
+        outputs = {n: np.stack(p) for n, p in parts.items()}
+    from ..golden import MAX_GOLDEN_BYTES
+
+    size = sum(a.nbytes for a in [*inputs.values(), *outputs.values()])
+    if size > MAX_GOLDEN_BYTES:
+        return report_error(
+            "validate",
+            UsageError(
+                f"the golden set would hold {size} bytes, more than the {MAX_GOLDEN_BYTES} the runtime takes: "
+                "give fewer --samples"
+            ),
+        )
+    try:
+        write_golden_set(args.write_golden, inputs, outputs)
+    except OSError as exc:
+        return report_error("validate", UsageError(f"--write-golden {args.write_golden}: {exc.strerror}"))
+    count = len(next(iter(inputs.values())))
+    print(
+        f"wrote {args.write_golden}: {count} inputs ({', '.join(inputs)}) and the outputs {', '.join(outputs)}\n"
+        f"of {args.original} ({reference.description})\nsha256 {sha256_file(args.write_golden)}"
+    )
+    write_json(args.json, {"golden_set": args.write_golden, "inputs": count, "outputs": list(outputs)})
     return EXIT_OK
 
 

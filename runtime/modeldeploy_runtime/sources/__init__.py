@@ -1,0 +1,80 @@
+"""Model sources: the configured model location turned into a verified local file.
+
+A path is used where it is (checked against its sha256 when one is given). A URI is downloaded
+once into the cache dir by download.py from its store: `http(s)://` (http.py), `s3://` (s3.py,
+boto3) or `gs://` (gcs.py, google-cloud-storage). The cache path depends only on the URI and the
+sha256, so a restart, or a rollback to a revision whose file is still cached, downloads nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.parse
+from dataclasses import dataclass
+
+from ..errors import ModelLoadFailed
+from .base import SourceError, Store
+from .download import fetch, sha256_file
+from .gcs import GcsOptions, GcsStore
+from .http import HttpStore
+from .s3 import S3Options, S3Store
+
+URI_SCHEMES = ("http://", "https://", "s3://", "gs://")
+
+__all__ = ["SourceOptions", "cached_path", "resolve_model", "sha256_file", "store_for"]
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    s3: S3Options = S3Options()
+    gcs: GcsOptions = GcsOptions()
+
+
+def is_uri(model_path: str) -> bool:
+    return model_path.startswith(URI_SCHEMES)
+
+
+def store_for(uri: str, options: SourceOptions) -> Store:
+    if uri.startswith("s3://"):
+        return S3Store(uri, options.s3)
+    if uri.startswith("gs://"):
+        return GcsStore(uri, options.gcs)
+    return HttpStore(uri)
+
+
+def cached_path(uri: str, sha256: str, cache_dir: str) -> str:
+    """models/SHA256/NAME; without a sha256 (allowed for s3:// and gs://, whose stores name the
+    version) models/uri-HASH_OF_URI/NAME, with the version kept beside the file."""
+    name = os.path.basename(urllib.parse.urlparse(uri).path) or "model"
+    folder = sha256 or "uri-" + hashlib.sha256(uri.encode()).hexdigest()[:32]
+    return os.path.join(cache_dir, "models", folder, name)
+
+
+def _check_local(path: str, sha256: str) -> str:
+    if not os.path.isfile(path):
+        raise ModelLoadFailed(
+            f"model file {path} does not exist; check MODELDEPLOY_MODEL_PATH and the volume that should hold it"
+        )
+    if sha256 and (actual := sha256_file(path)) != sha256:
+        raise ModelLoadFailed(
+            f"model file {path} has sha256 {actual} but MODELDEPLOY_MODEL_SHA256 expects {sha256}; "
+            "fix the checksum or the model file"
+        )
+    return path
+
+
+def resolve_model(model_path: str, sha256: str, cache_dir: str, options: SourceOptions | None = None) -> str:
+    """The local path of a verified model file; raises ModelLoadFailed with the reason."""
+    if not is_uri(model_path):
+        return _check_local(model_path, sha256)
+    dest = cached_path(model_path, sha256, cache_dir)
+    try:
+        return fetch(store_for(model_path, options or SourceOptions()), sha256, dest)
+    except SourceError as exc:
+        raise ModelLoadFailed(str(exc)) from exc
+    except PermissionError as exc:
+        raise ModelLoadFailed(
+            f"cannot write to the cache dir {cache_dir} ({exc.strerror}); mount a writable volume there "
+            "or set MODELDEPLOY_CACHE_DIR"
+        ) from exc
