@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from . import api, naming
+from . import api, naming, watch
 from .config import OperatorConfig
 from .engine import Coalescer
 from .kube import Kube, TransientError
@@ -50,12 +50,19 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.label_selectors["v1", "services"] = selector
     settings.watching.label_selectors["networking.k8s.io", "v1", "networkpolicies"] = selector
     State.kube = Kube.from_environment()
-    State.settings = Settings(runtime_image=CONFIG.runtime_image, api_versions=State.kube.discover_api_versions())
+    State.settings = Settings(
+        runtime_image=CONFIG.runtime_image,
+        api_versions=State.kube.discover_api_versions(),
+        operator_namespace=CONFIG.operator_namespace,
+        operator_pod_labels=CONFIG.operator_pod_labels,
+    )
     State.coalescer = Coalescer(run)
     State.resync = Resync(
         lambda: State.kube.list_model_deployments(State.namespaces), State.coalescer.trigger, CONFIG.resync_seconds
     )
     State.resync.start()
+    watch.ACTIVE = watch.TrafficWatch(State.coalescer.trigger)
+    watch.ACTIVE.start()
     log.info("runtime image %s; API versions %s", CONFIG.runtime_image, State.settings.api_versions)
 
 
@@ -81,6 +88,8 @@ def changed(namespace: str, name: str, retry: int, **_: Any) -> None:
 @kopf.on.cleanup()
 def cleanup(**_: Any) -> None:
     State.resync.stop()
+    if watch.ACTIVE is not None:
+        watch.ACTIVE.stop()
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)

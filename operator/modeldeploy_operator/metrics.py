@@ -14,3 +14,8 @@ API_WRITES = Counter(
     "modeldeploy_operator_api_writes_total", "Writes sent to the Kubernetes API, by resource.", ["kind"]
 )
 ROLLBACKS = Counter("modeldeploy_operator_rollbacks_total", "Automatic rollbacks, by reason.", ["reason"])
+SCRAPES = Counter(
+    "modeldeploy_operator_pod_scrapes_total",
+    "Runtime pods' /metrics read by the post-rollout analysis, by result (ok, error).",
+    ["result"],
+)

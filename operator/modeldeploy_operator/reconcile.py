@@ -13,7 +13,7 @@ from typing import Any
 import pydantic
 from kubernetes.client.exceptions import ApiException
 
-from . import api, metrics, naming, surge
+from . import api, bake, metrics, naming, surge, watch
 from .drift import with_spec_hash
 from .fieldmap import refusal_problems
 from .kube import Kube, Refused, now_rfc3339
@@ -90,6 +90,8 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
     # Always read the resource fresh: a cached body may predate our own last status write.
     body = kube.get_model_deployment(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
+        if watch.ACTIVE is not None:
+            watch.ACTIVE.forget((namespace, name))
         return None
     meta = body["metadata"]
     generation = int(meta.get("generation") or 1)
@@ -115,6 +117,8 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
         record=previous.rollback,
         rollback_count=previous.rollback_count,
         pinned=is_pinned(previous.rollback, generation, retry_token),
+        analysis=previous.analysis,
+        hardware=previous.hardware,
     )
 
     if spec is None or problems:
@@ -131,6 +135,10 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
     state = observe_rollout(deployment, replicasets, pods)
     assessment = assess_rollout(state, spec.rollout.crash_loop_restarts)
     known_good, record = follow_revisions(observed.known_good, observed.record, state, replicasets)
+    bake_plan = _plan_analysis(
+        spec, state, assessment, template_hash, known_good, observed.pinned, previous, namespace, name
+    )
+    assessment = bake_plan.failed or assessment
     observed = replace(
         observed,
         state=state,
@@ -138,6 +146,8 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
         known_good=known_good,
         record=record,
         update_cost=_update_cost(kube, spec, template, deployment, plan, assessment.verdict),
+        analysis=bake_plan.analysis,
+        hardware=bake_plan.hardware,
     )
 
     decision = decide_rollback(
@@ -150,6 +160,8 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
         pinned=observed.pinned,
         retry_token=retry_token,
     )
+    if bake_plan.hold and decision.action == Action.MARK_KNOWN_GOOD:
+        decision = Decision(Action.NONE, "the post-rollout analysis has not passed")
     restore = _known_good_template(replicasets, observed.known_good) if decision.action == Action.ROLL_BACK else None
     if decision.action == Action.ROLL_BACK and restore is None:
         decision = Decision(Action.RECORD_FAILURE, "the last known good ReplicaSet no longer exists")
@@ -160,7 +172,47 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
     observed = record_decision(observed, decision, template_hash, retry_token, now_rfc3339())
     if restore is not None:
         observed = _roll_back(kube, settings, body, target, observed, restore)
+    if watch.ACTIVE is not None:
+        watch.ACTIVE.track((namespace, name), None if restore is not None else bake_plan.track)
     return Result(_write_status(kube, body, observed), decision)
+
+
+def _plan_analysis(
+    spec: api.ModelDeploymentSpec,
+    state: Any,
+    assessment: Any,
+    template_hash: str,
+    known_good: api.KnownGood | None,
+    pinned: bool,
+    previous: api.ModelDeploymentStatus,
+    namespace: str,
+    name: str,
+) -> bake.Plan:
+    """The analysis' part of this reconcile, with what the traffic watch has learnt so far."""
+    live = bake.Live()
+    w, key, h = watch.ACTIVE, (namespace, name), state.pod_template_hash or ""
+    if w is not None:
+        prev = previous.analysis
+        started = bake.epoch(prev.start_time) if prev is not None and prev.pod_template_hash == h else None
+        live = bake.Live(
+            decision=w.decision(key, h, started) if started is not None else None,
+            baseline=w.baseline(key, known_good.pod_template_hash, spec.rollout.analysis.min_requests)
+            if known_good is not None
+            else None,
+            facts=w.facts(key, h),
+        )
+    return bake.plan_analysis(
+        spec.rollout.analysis,
+        model=spec.model.name or name,
+        state=state,
+        assessment=assessment,
+        template_hash=template_hash,
+        known_good=known_good,
+        pinned=pinned,
+        previous=previous,
+        live=live,
+        now=time.time(),
+    )
 
 
 def _write_refusal(
@@ -346,6 +398,7 @@ def _write_status(kube: Kube, body: dict[str, Any], observed: Observed) -> bool:
     meta = body["metadata"]
     kube.patch_status(meta["namespace"], meta["name"], patch)
     body["status"] = new_dict
+    _analysis_event(kube, body, previous.analysis, new.analysis)
     seen = {c.type for c in previous.conditions}
     for c in transitions(previous.conditions, new.conditions):
         if c.type not in seen and (c.type, c.status) in QUIET_FIRST:
@@ -354,3 +407,23 @@ def _write_status(kube: Kube, body: dict[str, Any], observed: Observed) -> bool:
         reason = "RolledBack" if (c.type, c.status) == ("RolledBack", "True") else (c.reason or c.type)
         kube.emit_event(body, "Warning" if bad else "Normal", reason, c.message or f"{c.type} is {c.status}")
     return True
+
+
+ANALYSIS_EVENTS = {
+    api.AnalysisPhase.BAKING: ("Normal", "AnalysisStarted"),
+    api.AnalysisPhase.PASSED: ("Normal", "AnalysisPassed"),
+    api.AnalysisPhase.INCONCLUSIVE: ("Warning", "AnalysisInconclusive"),
+}
+
+
+def _analysis_event(
+    kube: Kube, body: dict[str, Any], old: api.AnalysisStatus | None, new: api.AnalysisStatus | None
+) -> None:
+    """An Event when a bake starts, passes or ends inconclusive; a failure is told by the Degraded
+    condition's Event (reason AnalysisFailed), with the same figures."""
+    if new is None or new.phase not in ANALYSIS_EVENTS:
+        return
+    if old is not None and (old.pod_template_hash, old.phase) == (new.pod_template_hash, new.phase):
+        return
+    type_, reason = ANALYSIS_EVENTS[new.phase]
+    kube.emit_event(body, type_, reason, new.message)

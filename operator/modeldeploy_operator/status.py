@@ -35,6 +35,8 @@ class Observed:
     rollback_count: int = 0
     pinned: bool = False
     update_cost: str | None = None  # what an update costs (surge.SurgePlan.message)
+    analysis: api.AnalysisStatus | None = None
+    hardware: api.Hardware | None = None
 
 
 def _condition(type_: str, ok: bool, reason: str, message: str) -> api.Condition:
@@ -171,6 +173,8 @@ def compute_status(o: Observed, previous: api.ModelDeploymentStatus, now: str) -
         rollback=o.record,
         rollback_count=o.rollback_count,
         update_cost=o.update_cost,
+        analysis=o.analysis,
+        hardware=o.hardware,
     )
 
 
