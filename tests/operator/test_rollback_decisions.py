@@ -372,3 +372,16 @@ def test_revisions_stay_until_the_deployment_has_restored_the_template():
 def test_no_known_good_changes_nothing():
     state = observe_rollout(deployment(revision=2), [replicaset(2, "bad")], [])
     assert follow_revisions(None, None, state, []) == (None, None)
+
+
+def test_a_rollback_with_the_known_good_replicaset_gone_records_the_failure_and_says_why():
+    decision = decide(restorable=False)
+    assert decision.action == Action.RECORD_FAILURE
+    assert decision.why == "the last known good ReplicaSet no longer exists"
+    assert decision.note == "the last known good ReplicaSet no longer exists, nothing to restore"
+
+
+@pytest.mark.parametrize("kw", [{"auto_rollback": False}, {"known_good": None}])
+def test_a_gone_replicaset_changes_nothing_when_no_rollback_was_due(kw):
+    assert decide(restorable=False, **kw) == decide(restorable=True, **kw)
+    assert decide(restorable=False, **kw).note == ""
