@@ -21,13 +21,10 @@ from .observe import ABSENT, observe_rollout, replicaset_template
 from .preflight import check_model_source
 from .render import Child, Settings, Target, render_children, render_deployment, render_pod_template
 from .rollback import Action, Decision, Verdict, assess_rollout, decide_rollback, follow_revisions, is_pinned
-from .status import Observed, compute_status, status_to_dict, transitions
+from .status import Observed, compute_status, events_for, status_patch, status_to_dict
 from .validation import Problem, check_auth_secret, validate_spec
 
 log = logging.getLogger(__name__)
-
-# A first condition in its good state is no news; every later change of a condition is an Event.
-QUIET_FIRST = {("Degraded", "False"), ("RolledBack", "False"), ("Ready", "False"), ("Progressing", "True")}
 
 
 @dataclass(frozen=True)
@@ -105,13 +102,14 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
     labelled = len(name) <= naming.LABEL_VALUE_MAX
     replicasets = kube.list("apps/v1", "ReplicaSet", namespace, selector) if labelled else []
     pods = kube.list("v1", "Pod", namespace, selector) if labelled else []
+    crash_loop_restarts = (spec.rollout if spec is not None else api.Rollout()).crash_loop_restarts
     observed = Observed(
         name=name,
         namespace=namespace,
         generation=generation,
         model_name=(spec.model.name if spec is not None else None) or name,
         state=ABSENT,
-        assessment=assess_rollout(ABSENT, 1),
+        assessment=assess_rollout(ABSENT, crash_loop_restarts),
         problems=tuple(problems),
         known_good=previous.last_known_good,
         record=previous.rollback,
@@ -124,13 +122,13 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
     if spec is None or problems:
         # A spec that cannot work changes nothing that is serving: children are left as they are.
         deployment = kube.get("apps/v1", "Deployment", namespace, name)
-        return Result(_write_refusal(kube, body, observed, deployment, replicasets, pods), None)
+        return Result(_write_refusal(kube, body, observed, deployment, replicasets, pods, crash_loop_restarts), None)
 
     target = Target(name, namespace, meta["uid"], spec)
     deployment, template, plan, refused = _sync_children(kube, settings, target, observed, replicasets)
     if refused:
         observed = replace(observed, problems=refused)
-        return Result(_write_refusal(kube, body, observed, deployment, replicasets, pods), None)
+        return Result(_write_refusal(kube, body, observed, deployment, replicasets, pods, crash_loop_restarts), None)
     template_hash = naming.content_hash(template)
     state = observe_rollout(deployment, replicasets, pods)
     assessment = assess_rollout(state, spec.rollout.crash_loop_restarts)
@@ -150,6 +148,7 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
         hardware=bake_plan.hardware,
     )
 
+    known_template = _known_good_template(replicasets, observed.known_good)
     decision = decide_rollback(
         assessment,
         generation=generation,
@@ -159,16 +158,10 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
         record=observed.record,
         pinned=observed.pinned,
         retry_token=retry_token,
+        restorable=known_template is not None,
+        analysis_pending=bake_plan.hold,
     )
-    if bake_plan.hold and decision.action == Action.MARK_KNOWN_GOOD:
-        decision = Decision(Action.NONE, "the post-rollout analysis has not passed")
-    restore = _known_good_template(replicasets, observed.known_good) if decision.action == Action.ROLL_BACK else None
-    if decision.action == Action.ROLL_BACK and restore is None:
-        decision = Decision(Action.RECORD_FAILURE, "the last known good ReplicaSet no longer exists")
-        observed = replace(
-            observed,
-            assessment=replace(assessment, message=f"{assessment.message}; {decision.why}, nothing to restore"),
-        )
+    restore = known_template if decision.action == Action.ROLL_BACK else None
     observed = record_decision(observed, decision, template_hash, retry_token, now_rfc3339())
     if restore is not None:
         observed = _roll_back(kube, settings, body, target, observed, restore)
@@ -222,9 +215,14 @@ def _write_refusal(
     deployment: dict[str, Any] | None,
     replicasets: list[dict[str, Any]],
     pods: list[dict[str, Any]],
+    crash_loop_restarts: int,
 ) -> bool:
+    """Status for a spec that is refused: what is serving (the children as they are), assessed
+    with the resource's own crash-loop threshold when its spec parses, the default otherwise."""
     state = observe_rollout(deployment, replicasets, pods)
-    return _write_status(kube, body, replace(observed, state=state, assessment=assess_rollout(state, 3)))
+    return _write_status(
+        kube, body, replace(observed, state=state, assessment=assess_rollout(state, crash_loop_restarts))
+    )
 
 
 # What the API server refused, per resource, with the children it judged: the same children are
@@ -322,6 +320,10 @@ def record_decision(
     observed: Observed, decision: Decision, template_hash: str, retry_token: str | None, now: str
 ) -> Observed:
     """What a decision changes in what status will say. Pure."""
+    if decision.note:
+        observed = replace(
+            observed, assessment=replace(observed.assessment, message=f"{observed.assessment.message}; {decision.note}")
+        )
     state, assessment = observed.state, observed.assessment
     if decision.action == Action.MARK_KNOWN_GOOD:
         return replace(
@@ -391,39 +393,12 @@ def _write_status(kube: Kube, body: dict[str, Any], observed: Observed) -> bool:
     previous = parse_status(old_dict)
     new = compute_status(observed, previous, now_rfc3339())
     new_dict = status_to_dict(new)
-    if old_dict == new_dict:
+    patch = status_patch(old_dict, new_dict)
+    if not patch:
         return False
-    patch = {k: v for k, v in new_dict.items() if old_dict.get(k) != v}
-    patch.update({k: None for k in old_dict if k not in new_dict})  # merge patch: null removes
     meta = body["metadata"]
     kube.patch_status(meta["namespace"], meta["name"], patch)
     body["status"] = new_dict
-    _analysis_event(kube, body, previous.analysis, new.analysis)
-    seen = {c.type for c in previous.conditions}
-    for c in transitions(previous.conditions, new.conditions):
-        if c.type not in seen and (c.type, c.status) in QUIET_FIRST:
-            continue
-        bad = c.status == ("True" if c.type in ("Degraded", "RolledBack") else "False") and c.type != "Progressing"
-        reason = "RolledBack" if (c.type, c.status) == ("RolledBack", "True") else (c.reason or c.type)
-        kube.emit_event(body, "Warning" if bad else "Normal", reason, c.message or f"{c.type} is {c.status}")
+    for event in events_for(previous, new):
+        kube.emit_event(body, event.type, event.reason, event.message)
     return True
-
-
-ANALYSIS_EVENTS = {
-    api.AnalysisPhase.BAKING: ("Normal", "AnalysisStarted"),
-    api.AnalysisPhase.PASSED: ("Normal", "AnalysisPassed"),
-    api.AnalysisPhase.INCONCLUSIVE: ("Warning", "AnalysisInconclusive"),
-}
-
-
-def _analysis_event(
-    kube: Kube, body: dict[str, Any], old: api.AnalysisStatus | None, new: api.AnalysisStatus | None
-) -> None:
-    """An Event when a bake starts, passes or ends inconclusive; a failure is told by the Degraded
-    condition's Event (reason AnalysisFailed), with the same figures."""
-    if new is None or new.phase not in ANALYSIS_EVENTS:
-        return
-    if old is not None and (old.pod_template_hash, old.phase) == (new.pod_template_hash, new.phase):
-        return
-    type_, reason = ANALYSIS_EVENTS[new.phase]
-    kube.emit_event(body, type_, reason, new.message)
