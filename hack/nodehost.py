@@ -4,9 +4,9 @@ iptables chains, network namespaces).
 
 Every packet stays on this machine. Pods live on a private bridge with no masquerading; a FORWARD
 rule drops whatever would leave the bridge, and pods may reach the host only on the API server's
-port (and with replies to connections the host opened: probes, tests), plus any port a test
-opens for the while it runs (`host_port_open`). Service addresses are
-routed onto the bridge, so a ClusterIP nobody serves goes nowhere rather than to the default route.
+port (and with replies to connections the host opened: probes, tests), and on a port a test
+opens to them while it serves something there (`host_port_open`). Service addresses are routed
+onto the bridge, so a ClusterIP nobody serves goes nowhere rather than to the default route.
 """
 
 from __future__ import annotations
