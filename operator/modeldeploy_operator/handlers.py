@@ -8,6 +8,7 @@ reading of the config): the API client, the render settings, the caches, the coa
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -35,8 +36,13 @@ def operator_memo(config: OperatorConfig, kube: Kube, settings: Settings) -> kop
 # ---- watch caches ---------------------------------------------------------------------------------
 
 
-def _by_name(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(namespace, name): plain(body)}
+def _by_name(kind: str) -> Callable[..., dict[tuple[str, str], dict[str, Any]]]:
+    def index(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[Any, Any]:
+        obj = plain(body)
+        memo.watched.seen(kind, obj)
+        return {(namespace, name): obj}
+
+    return index
 
 
 def _by_owner(namespace: str, labels: dict[str, str], body: kopf.Body, **_: Any) -> Any:
@@ -44,28 +50,30 @@ def _by_owner(namespace: str, labels: dict[str, str], body: kopf.Body, **_: Any)
     return {(namespace, owner): plain(body)} if owner else None
 
 
-kopf.index(*CR, id=INDEX_OF_KIND[api.KIND])(_by_name)
-kopf.index("apps", "v1", "deployments", id=INDEX_OF_KIND["Deployment"], labels=OWNED)(_by_name)
-kopf.index("v1", "services", id=INDEX_OF_KIND["Service"], labels=OWNED)(_by_name)
-kopf.index("networking.k8s.io", "v1", "networkpolicies", id=INDEX_OF_KIND["NetworkPolicy"], labels=OWNED)(_by_name)
+kopf.index(*CR, id=INDEX_OF_KIND[api.KIND])(_by_name(api.KIND))
+kopf.index("apps", "v1", "deployments", id=INDEX_OF_KIND["Deployment"], labels=OWNED)(_by_name("Deployment"))
+kopf.index("v1", "services", id=INDEX_OF_KIND["Service"], labels=OWNED)(_by_name("Service"))
+kopf.index("networking.k8s.io", "v1", "networkpolicies", id=INDEX_OF_KIND["NetworkPolicy"], labels=OWNED)(
+    _by_name("NetworkPolicy")
+)
 kopf.index("apps", "v1", "replicasets", id=INDEX_OF_KIND["ReplicaSet"], labels=OWNED)(_by_owner)
 kopf.index("v1", "pods", id=INDEX_OF_KIND["Pod"], labels=OWNED)(_by_owner)
 
 
 def _versioned(versions: ApiVersions) -> dict[tuple[str, str, str], str]:
-    """The children whose API version the cluster decides: (group, version, plural) -> index."""
+    """The children whose API version the cluster decides: (group, version, plural) -> kind."""
     hpa, pdb = versions.hpa.split("/"), versions.pdb.split("/")
     return {
-        (hpa[0], hpa[1], "horizontalpodautoscalers"): INDEX_OF_KIND["HorizontalPodAutoscaler"],
-        (pdb[0], pdb[1], "poddisruptionbudgets"): INDEX_OF_KIND["PodDisruptionBudget"],
+        (hpa[0], hpa[1], "horizontalpodautoscalers"): "HorizontalPodAutoscaler",
+        (pdb[0], pdb[1], "poddisruptionbudgets"): "PodDisruptionBudget",
     }
 
 
 def watch_versioned_children(versions: ApiVersions) -> None:
     """Declares the indexes of the HPA and the PDB in the version the operator applies them in
     (discovered before kopf starts): a copy in another version would never look in sync."""
-    for (group, version, plural), index in _versioned(versions).items():
-        kopf.index(group=group, version=version, plural=plural, id=index, labels=OWNED)(_by_name)
+    for (group, version, plural), kind in _versioned(versions).items():
+        kopf.index(group=group, version=version, plural=plural, id=INDEX_OF_KIND[kind], labels=OWNED)(_by_name(kind))
 
 
 # ---- operator lifecycle ---------------------------------------------------------------------------

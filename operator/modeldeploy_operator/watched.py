@@ -10,7 +10,8 @@ Two things a watch cache cannot know by itself, and how they are covered:
   watch event of that write arrives. What the API server answered to the write is kept
   (`wrote`) and read instead of the index until the index holds that version or a later one
   (resourceVersions compared as the numbers etcd assigns; equal only, where one is not a number),
-  for at most `WRITTEN_TTL_S`. Without it, the stale copy would be applied again and status
+  for at most `WRITTEN_TTL_S`; the indexing functions drop it as soon as the watch delivers it
+  (`seen`), so a child deleted by hand right after we created it reads as gone. Without it, the stale copy would be applied again and status
   computed from it would be written and announced twice.
 
 Reads come from worker threads while kopf's event loop updates the indexes: a lookup is one dict
@@ -112,7 +113,11 @@ class Watched:
             return written
 
     def model_deployment(self, namespace: str, name: str) -> Obj | None:
-        """The resource, with a top level of its own (a reconcile replaces its `status`)."""
+        """The resource, with a top level of its own (a reconcile replaces its `status`). Only a
+        resource the watch holds: we write the status of none it has not delivered, so one gone
+        from the cache is deleted, whatever we wrote to it last."""
+        if not self._indexed(api.KIND, (namespace, name)):
+            return None
         body = self.get(api.KIND, namespace, name)
         return plain(body) if body is not None else None
 
@@ -129,6 +134,16 @@ class Watched:
             except RuntimeError:
                 continue
         return list(index)
+
+    def seen(self, kind: str, obj: Obj) -> None:
+        """The watch delivered `obj` (called by the indexing functions, on kopf's event loop): our
+        own write of it is no longer needed once the watch has that version or a later one."""
+        meta = obj.get("metadata") or {}
+        slot = (kind, meta.get("namespace") or "", meta.get("name") or "")
+        with self._lock:
+            entry = self._written.get(slot)
+            if entry is not None and not entry[2] and at_least(obj, entry[1]):
+                del self._written[slot]
 
     def wrote(self, kind: str, obj: Obj | None, *, deleted: bool = False) -> None:
         """What the API server answered to our write (or, deleted, the object deleted)."""

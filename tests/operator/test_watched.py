@@ -86,3 +86,19 @@ def test_the_resync_waits_until_the_caches_are_filled():
         assert seen
     finally:
         resync.stop()
+
+
+def test_the_watch_delivering_our_write_drops_it_so_a_later_delete_by_hand_shows():
+    cache, indexes = make()
+    cache.wrote("Service", obj("7"))  # we created it; the watch has not delivered it yet
+    assert cache.get("Service", NS, NAME) is not None
+    cache.seen("Service", obj("7"))  # delivered; then deleted by hand (kopf drops it from the index)
+    assert cache.get("Service", NS, NAME) is None
+
+
+def test_a_resource_gone_from_the_watch_is_gone_whatever_we_wrote_to_it():
+    cache, indexes = make(ModelDeployment=obj("3"))
+    cache.wrote("ModelDeployment", obj("4", status={"phase": "Ready"}))
+    assert cache.model_deployment(NS, NAME)["status"] == {"phase": "Ready"}
+    del indexes[INDEX_OF_KIND["ModelDeployment"]][(NS, NAME)]
+    assert cache.model_deployment(NS, NAME) is None
