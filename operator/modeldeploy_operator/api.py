@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "modeldeploy.dev"
@@ -437,6 +437,63 @@ class Auth(Model):
     )
 
 
+class Analysis(Model):
+    """The watch on live traffic after a rollout (see README, "A watch on live traffic")."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Watch each updated revision's own /metrics for a bake window once it is fully available, and roll "
+            "back when its error ratio or p95 latency regresses. It becomes the last known good only if it passes."
+        ),
+    )
+    bake_seconds: int = Field(
+        default=300,
+        ge=5,
+        le=86_400,
+        description="Length of the bake window, from the moment all new pods are available.",
+    )
+    interval_seconds: int = Field(
+        default=30, ge=1, le=3_600, description="Seconds between two scrapes of every new pod; each interval is judged."
+    )
+    consecutive_intervals: int = Field(
+        default=3, ge=1, le=100, description="Judged intervals in a row over a limit that roll the revision back."
+    )
+    max_error_ratio: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description=(
+            "Failed over all inference requests in an interval may exceed the last known good revision's ratio by "
+            "at most this much (by this much over 0 when no baseline was recorded)."
+        ),
+    )
+    max_p95_milliseconds: float = Field(
+        default=0, ge=0, description="Absolute limit on an interval's p95 request latency. 0: none."
+    )
+    max_p95_ratio: float = Field(
+        default=2.0,
+        ge=0,
+        le=1_000,
+        description="Limit on an interval's p95 as a multiple of the last known good revision's p95. 0: no comparison.",
+    )
+    min_requests: int = Field(
+        default=20,
+        ge=1,
+        le=INT32_MAX,
+        description="Requests an interval needs to be judged; fewer is reported as too little traffic, never a pass.",
+    )
+
+    @model_validator(mode="after")
+    def _fits(self) -> Analysis:
+        if self.interval_seconds * self.consecutive_intervals > self.bake_seconds:
+            raise ValueError(
+                f"intervalSeconds x consecutiveIntervals ({self.interval_seconds} x {self.consecutive_intervals}) "
+                f"exceeds bakeSeconds ({self.bake_seconds}): lengthen bakeSeconds or shorten the interval"
+            )
+        return self
+
+
 class Rollout(Model):
     max_surge: int | str = Field(
         default="auto",
@@ -473,6 +530,9 @@ class Rollout(Model):
     )
     paused: bool = Field(
         default=False, description="Pause the rollout (no new pods are rolled out, no rollback decided)."
+    )
+    analysis: Analysis = Field(
+        default_factory=Analysis, description="Post-rollout watch on the new pods' error ratio and p95 latency."
     )
 
 
@@ -567,6 +627,47 @@ class RollbackRecord(Model):
     )
 
 
+class AnalysisPhase(StrEnum):
+    BAKING = "Baking"
+    PASSED = "Passed"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class Baseline(Model):
+    revision: int | None = Field(default=None, description="The known good revision these figures are of.")
+    requests: int = Field(description="Requests the figures are computed from.")
+    error_ratio: float = Field(description="Failed over all inference requests.")
+    p95_milliseconds: float | None = Field(default=None, description="p95 request latency.")
+
+
+class AnalysisStatus(Model):
+    phase: AnalysisPhase = Field(description="Baking, Passed, Failed or Inconclusive (too little traffic to judge).")
+    revision: int | None = Field(default=None, description="Deployment revision being (or last) analysed.")
+    pod_template_hash: str = Field(description="The `pod-template-hash` of the analysed ReplicaSet.")
+    start_time: str = Field(description="When the bake window began (all new pods available).")
+    message: str = Field(default="", description="What the analysis found, with the figures.")
+    baseline: Baseline | None = Field(
+        default=None,
+        description="The known good revision's figures it is compared with, as recorded before the update.",
+    )
+
+
+class Hardware(Model):
+    """What the pods of the current revision report they really run on (their modeldeploy_runtime_info)."""
+
+    pod_template_hash: str = Field(description="The `pod-template-hash` of the pods these facts are from.")
+    backend: str | None = Field(default=None, description="Engine serving: onnxruntime, openvino, tensorrt, litert.")
+    provider: str | None = Field(
+        default=None, description="Execution provider really in use, e.g. CUDAExecutionProvider."
+    )
+    precision: str | None = Field(default=None, description="Precision served: fp32, fp16, int8, bf16.")
+    gpu_product: str | None = Field(default=None, description="GPU product name as NVML reports it; none on CPU.")
+    warmup_p95_milliseconds: float | None = Field(
+        default=None, description="Highest warm-up p95 (batch 1) among the pods, as the latency gate measured it."
+    )
+
+
 class ModelDeploymentStatus(Model):
     observed_generation: int | None = Field(default=None, description="Generation last reconciled.")
     phase: Phase | None = Field(
@@ -595,3 +696,7 @@ class ModelDeploymentStatus(Model):
             "node-a` or `update will take 1 of 1 replicas offline: no free nvidia.com/gpu on nodes matching ...`."
         ),
     )
+    analysis: AnalysisStatus | None = Field(
+        default=None, description="The watch on live traffic after the last update."
+    )
+    hardware: Hardware | None = Field(default=None, description="What the current revision's pods really run on.")

@@ -50,7 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"modeldeploy-operator: {exc}", file=sys.stderr)
         return 2
     handlers.watch_versioned_children(versions)
-    memo = handlers.operator_memo(config, kube, Settings(runtime_image=config.runtime_image, api_versions=versions))
+    settings = Settings(
+        runtime_image=config.runtime_image,
+        api_versions=versions,
+        operator_namespace=config.operator_namespace,
+        operator_pod_labels=config.operator_pod_labels,
+    )
+    memo = handlers.operator_memo(config, kube, settings)
 
     if config.metrics_port:
         start_http_server(config.metrics_port)

@@ -27,6 +27,18 @@ def _int(name: str, default: int, minimum: int = 1, maximum: int | None = None) 
     return value
 
 
+def _labels(name: str) -> tuple[tuple[str, str], ...]:
+    """`k=v,k=v`: the labels of the operator's own pods."""
+    raw = os.environ.get(name, "").strip()
+    pairs = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{name}={raw!r}: write labels as key=value,key=value")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(sorted(pairs))
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     runtime_image: str
@@ -34,6 +46,8 @@ class OperatorConfig:
     metrics_port: int
     health_port: int
     log_level: str
+    operator_namespace: str = ""
+    operator_pod_labels: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -46,4 +60,6 @@ class OperatorConfig:
             metrics_port=_int("MODELDEPLOY_METRICS_PORT", 9090, minimum=0, maximum=65535),
             health_port=_int("MODELDEPLOY_HEALTH_PORT", 8081, minimum=0, maximum=65535),
             log_level=level,
+            operator_namespace=os.environ.get("MODELDEPLOY_OPERATOR_NAMESPACE", ""),
+            operator_pod_labels=_labels("MODELDEPLOY_OPERATOR_POD_LABELS"),
         )

@@ -90,6 +90,22 @@ PRINTER_COLUMNS = [
     {"name": "Ready", "type": "string", "jsonPath": ".status.ready", "description": "Ready over desired pods"},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Lifecycle phase"},
     {"name": "Revision", "type": "integer", "jsonPath": ".status.revision", "description": "Deployment revision"},
+    {"name": "Provider", "type": "string", "jsonPath": ".status.hardware.provider", "description": "Provider in use"},
+    {"name": "Precision", "type": "string", "jsonPath": ".status.hardware.precision", "description": "Precision"},
+    {"name": "GPU", "type": "string", "jsonPath": ".status.hardware.gpuProduct", "description": "GPU product"},
+    {
+        "name": "Warmup-p95-ms",
+        "type": "number",
+        "jsonPath": ".status.hardware.warmupP95Milliseconds",
+        "description": "Warm-up p95 latency (ms)",
+    },
+    {
+        "name": "Analysis",
+        "type": "string",
+        "jsonPath": ".status.analysis.phase",
+        "description": "Post-rollout analysis",
+        "priority": 1,
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

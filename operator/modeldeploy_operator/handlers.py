@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from . import api, naming
+from . import api, naming, watch
 from .config import OperatorConfig
 from .engine import Coalescer
 from .kube import Kube, TransientError
@@ -108,12 +108,16 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> 
     )
     memo.resync = Resync(memo.watched.keys, memo.coalescer.trigger, memo.config.resync_seconds, memo.watched.ready)
     memo.resync.start()
+    watch.ACTIVE = watch.TrafficWatch(memo.coalescer.trigger)  # read by reconcile; stopped at cleanup
+    watch.ACTIVE.start()
     log.info("runtime image %s; API versions %s", memo.config.runtime_image, memo.render_settings.api_versions)
 
 
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.resync.stop()
+    if watch.ACTIVE is not None:
+        watch.ACTIVE.stop()
 
 
 # ---- resource handlers ----------------------------------------------------------------------------

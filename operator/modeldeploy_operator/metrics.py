@@ -19,3 +19,8 @@ API_READS = Counter(
     ["kind"],
 )
 ROLLBACKS = Counter("modeldeploy_operator_rollbacks_total", "Automatic rollbacks, by reason.", ["reason"])
+SCRAPES = Counter(
+    "modeldeploy_operator_pod_scrapes_total",
+    "Runtime pods' /metrics read by the post-rollout analysis, by result (ok, error).",
+    ["result"],
+)

@@ -43,6 +43,7 @@ class PodState:
     waiting_message: str = ""
     terminated_reason: str | None = None  # of the current or the last instance
     terminated_message: str = ""
+    ip: str = ""  # status.podIP: where the operator scrapes the pod's metrics port
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ def pod_state(pod: dict[str, Any]) -> PodState:
         waiting_message=waiting_message,
         terminated_reason=terminated_reason,
         terminated_message=terminated_message,
+        ip=status.get("podIP") or "",
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pydantic
 from kubernetes.client.exceptions import ApiException
 
-from . import api, metrics, naming, surge
+from . import api, bake, metrics, naming, surge, watch
 from .drift import with_spec_hash
 from .fieldmap import refusal_problems
 from .kube import Kube, Refused, now_rfc3339
@@ -21,14 +21,11 @@ from .observe import ABSENT, observe_rollout, replicaset_template
 from .preflight import check_model_source
 from .render import Child, Settings, Target, render_children, render_deployment, render_pod_template
 from .rollback import Action, Decision, Verdict, assess_rollout, decide_rollback, follow_revisions, is_pinned
-from .status import Observed, compute_status, status_to_dict, transitions
+from .status import Observed, compute_status, events_for, status_patch, status_to_dict
 from .validation import Problem, check_auth_secret, validate_spec
 from .watched import Watched
 
 log = logging.getLogger(__name__)
-
-# A first condition in its good state is no news; every later change of a condition is an Event.
-QUIET_FIRST = {("Degraded", "False"), ("RolledBack", "False"), ("Ready", "False"), ("Progressing", "True")}
 
 
 @dataclass(frozen=True)
@@ -91,6 +88,8 @@ def _reconcile(kube: Kube, settings: Settings, watched: Watched, namespace: str,
     # From the watch cache, or our own last status write where the cache has not seen it yet.
     body = watched.model_deployment(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
+        if watch.ACTIVE is not None:
+            watch.ACTIVE.forget((namespace, name))
         return None
     meta = body["metadata"]
     generation = int(meta.get("generation") or 1)
@@ -103,34 +102,45 @@ def _reconcile(kube: Kube, settings: Settings, watched: Watched, namespace: str,
     labelled = len(name) <= naming.LABEL_VALUE_MAX
     replicasets = watched.owned("ReplicaSet", namespace, name) if labelled else []
     pods = watched.owned("Pod", namespace, name) if labelled else []
+    crash_loop_restarts = (spec.rollout if spec is not None else api.Rollout()).crash_loop_restarts
     observed = Observed(
         name=name,
         namespace=namespace,
         generation=generation,
         model_name=(spec.model.name if spec is not None else None) or name,
         state=ABSENT,
-        assessment=assess_rollout(ABSENT, 1),
+        assessment=assess_rollout(ABSENT, crash_loop_restarts),
         problems=tuple(problems),
         known_good=previous.last_known_good,
         record=previous.rollback,
         rollback_count=previous.rollback_count,
         pinned=is_pinned(previous.rollback, generation, retry_token),
+        analysis=previous.analysis,
+        hardware=previous.hardware,
     )
 
     if spec is None or problems:
         # A spec that cannot work changes nothing that is serving: children are left as they are.
         deployment = watched.get("Deployment", namespace, name)
-        return Result(_write_refusal(kube, watched, body, observed, deployment, replicasets, pods), None)
+        return Result(
+            _write_refusal(kube, watched, body, observed, deployment, replicasets, pods, crash_loop_restarts), None
+        )
 
     target = Target(name, namespace, meta["uid"], spec)
     deployment, template, plan, refused = _sync_children(kube, settings, watched, target, observed, replicasets)
     if refused:
         observed = replace(observed, problems=refused)
-        return Result(_write_refusal(kube, watched, body, observed, deployment, replicasets, pods), None)
+        return Result(
+            _write_refusal(kube, watched, body, observed, deployment, replicasets, pods, crash_loop_restarts), None
+        )
     template_hash = naming.content_hash(template)
     state = observe_rollout(deployment, replicasets, pods)
     assessment = assess_rollout(state, spec.rollout.crash_loop_restarts)
     known_good, record = follow_revisions(observed.known_good, observed.record, state, replicasets)
+    bake_plan = _plan_analysis(
+        spec, state, assessment, template_hash, known_good, observed.pinned, previous, namespace, name
+    )
+    assessment = bake_plan.failed or assessment
     observed = replace(
         observed,
         state=state,
@@ -138,8 +148,11 @@ def _reconcile(kube: Kube, settings: Settings, watched: Watched, namespace: str,
         known_good=known_good,
         record=record,
         update_cost=_update_cost(kube, spec, template, deployment, plan, assessment.verdict),
+        analysis=bake_plan.analysis,
+        hardware=bake_plan.hardware,
     )
 
+    known_template = _known_good_template(replicasets, observed.known_good)
     decision = decide_rollback(
         assessment,
         generation=generation,
@@ -149,18 +162,54 @@ def _reconcile(kube: Kube, settings: Settings, watched: Watched, namespace: str,
         record=observed.record,
         pinned=observed.pinned,
         retry_token=retry_token,
+        restorable=known_template is not None,
+        analysis_pending=bake_plan.hold,
     )
-    restore = _known_good_template(replicasets, observed.known_good) if decision.action == Action.ROLL_BACK else None
-    if decision.action == Action.ROLL_BACK and restore is None:
-        decision = Decision(Action.RECORD_FAILURE, "the last known good ReplicaSet no longer exists")
-        observed = replace(
-            observed,
-            assessment=replace(assessment, message=f"{assessment.message}; {decision.why}, nothing to restore"),
-        )
+    restore = known_template if decision.action == Action.ROLL_BACK else None
     observed = record_decision(observed, decision, template_hash, retry_token, now_rfc3339())
     if restore is not None:
         observed = _roll_back(kube, settings, watched, body, target, observed, restore)
+    if watch.ACTIVE is not None:
+        watch.ACTIVE.track((namespace, name), None if restore is not None else bake_plan.track)
     return Result(_write_status(kube, watched, body, observed), decision)
+
+
+def _plan_analysis(
+    spec: api.ModelDeploymentSpec,
+    state: Any,
+    assessment: Any,
+    template_hash: str,
+    known_good: api.KnownGood | None,
+    pinned: bool,
+    previous: api.ModelDeploymentStatus,
+    namespace: str,
+    name: str,
+) -> bake.Plan:
+    """The analysis' part of this reconcile, with what the traffic watch has learnt so far."""
+    live = bake.Live()
+    w, key, h = watch.ACTIVE, (namespace, name), state.pod_template_hash or ""
+    if w is not None:
+        prev = previous.analysis
+        started = bake.epoch(prev.start_time) if prev is not None and prev.pod_template_hash == h else None
+        live = bake.Live(
+            decision=w.decision(key, h, started) if started is not None else None,
+            baseline=w.baseline(key, known_good.pod_template_hash, spec.rollout.analysis.min_requests)
+            if known_good is not None
+            else None,
+            facts=w.facts(key, h),
+        )
+    return bake.plan_analysis(
+        spec.rollout.analysis,
+        model=spec.model.name or name,
+        state=state,
+        assessment=assessment,
+        template_hash=template_hash,
+        known_good=known_good,
+        pinned=pinned,
+        previous=previous,
+        live=live,
+        now=time.time(),
+    )
 
 
 def _write_refusal(
@@ -171,9 +220,14 @@ def _write_refusal(
     deployment: dict[str, Any] | None,
     replicasets: list[dict[str, Any]],
     pods: list[dict[str, Any]],
+    crash_loop_restarts: int,
 ) -> bool:
+    """Status for a spec that is refused: what is serving (the children as they are), assessed
+    with the resource's own crash-loop threshold when its spec parses, the default otherwise."""
     state = observe_rollout(deployment, replicasets, pods)
-    return _write_status(kube, watched, body, replace(observed, state=state, assessment=assess_rollout(state, 3)))
+    return _write_status(
+        kube, watched, body, replace(observed, state=state, assessment=assess_rollout(state, crash_loop_restarts))
+    )
 
 
 # What the API server refused, per resource, with the children it judged: the same children are
@@ -292,6 +346,10 @@ def record_decision(
     observed: Observed, decision: Decision, template_hash: str, retry_token: str | None, now: str
 ) -> Observed:
     """What a decision changes in what status will say. Pure."""
+    if decision.note:
+        observed = replace(
+            observed, assessment=replace(observed.assessment, message=f"{observed.assessment.message}; {decision.note}")
+        )
     state, assessment = observed.state, observed.assessment
     if decision.action == Action.MARK_KNOWN_GOOD:
         return replace(
@@ -363,19 +421,13 @@ def _write_status(kube: Kube, watched: Watched, body: dict[str, Any], observed: 
     previous = parse_status(old_dict)
     new = compute_status(observed, previous, now_rfc3339())
     new_dict = status_to_dict(new)
-    if old_dict == new_dict:
+    patch = status_patch(old_dict, new_dict)
+    if not patch:
         return False
-    patch = {k: v for k, v in new_dict.items() if old_dict.get(k) != v}
-    patch.update({k: None for k in old_dict if k not in new_dict})  # merge patch: null removes
     meta = body["metadata"]
     written = kube.patch_status(meta["namespace"], meta["name"], patch)
     watched.wrote(api.KIND, written)
     body["status"] = new_dict
-    seen = {c.type for c in previous.conditions}
-    for c in transitions(previous.conditions, new.conditions):
-        if c.type not in seen and (c.type, c.status) in QUIET_FIRST:
-            continue
-        bad = c.status == ("True" if c.type in ("Degraded", "RolledBack") else "False") and c.type != "Progressing"
-        reason = "RolledBack" if (c.type, c.status) == ("RolledBack", "True") else (c.reason or c.type)
-        kube.emit_event(body, "Warning" if bad else "Normal", reason, c.message or f"{c.type} is {c.status}")
+    for event in events_for(previous, new):
+        kube.emit_event(body, event.type, event.reason, event.message)
     return True

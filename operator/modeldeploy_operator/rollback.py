@@ -70,6 +70,9 @@ class Action(str, enum.Enum):
 class Decision:
     action: Action
     why: str = ""
+    # Said in status next to the failure itself, when what was decided is not what the failure
+    # alone would have asked for (a rollback with nothing left to restore).
+    note: str = ""
 
 
 def is_pinned(record: api.RollbackRecord | None, generation: int, retry_token: str | None) -> bool:
@@ -95,10 +98,17 @@ def decide_rollback(
     record: api.RollbackRecord | None,
     pinned: bool,
     retry_token: str | None,
+    restorable: bool = True,
+    analysis_pending: bool = False,
 ) -> Decision:
+    """What to do about the rollout as assessed. `restorable`: the known good revision's
+    ReplicaSet (and so its pod template) still exists to be restored. `analysis_pending`: the
+    post-rollout analysis has not passed this revision (yet), so it is not known good."""
     if assessment.verdict == Verdict.COMPLETE:
         if pinned or (known_good is not None and known_good.template_hash == template_hash):
             return Decision(Action.NONE, "already known good")
+        if analysis_pending:
+            return Decision(Action.NONE, "the post-rollout analysis has not passed")
         return Decision(Action.MARK_KNOWN_GOOD, assessment.message)
     if assessment.verdict != Verdict.FAILED:
         return Decision(Action.NONE, assessment.message)
@@ -112,6 +122,9 @@ def decide_rollback(
     if already_recorded:  # decided before (nothing could be restored, or it was not to be)
         return Decision(Action.NONE, "failure already recorded")
     if auto_rollback and known_good is not None:
+        if not restorable:
+            gone = "the last known good ReplicaSet no longer exists"
+            return Decision(Action.RECORD_FAILURE, gone, note=f"{gone}, nothing to restore")
         return Decision(Action.ROLL_BACK, f"restoring revision {known_good.revision}")
     if known_good is None:
         return Decision(Action.RECORD_FAILURE, "no known good revision to restore yet")

@@ -35,6 +35,8 @@ class Observed:
     rollback_count: int = 0
     pinned: bool = False
     update_cost: str | None = None  # what an update costs (surge.SurgePlan.message)
+    analysis: api.AnalysisStatus | None = None
+    hardware: api.Hardware | None = None
 
 
 def _condition(type_: str, ok: bool, reason: str, message: str) -> api.Condition:
@@ -171,6 +173,8 @@ def compute_status(o: Observed, previous: api.ModelDeploymentStatus, now: str) -
         rollback=o.record,
         rollback_count=o.rollback_count,
         update_cost=o.update_cost,
+        analysis=o.analysis,
+        hardware=o.hardware,
     )
 
 
@@ -203,3 +207,55 @@ def transitions(old: list[api.Condition], new: list[api.Condition]) -> list[api.
         return c.type == "Degraded" and c.reason in REFUSALS and b.message != c.message
 
     return [c for c in new if changed(c)]
+
+
+# A first condition in its good state is no news; every later change of a condition is an Event.
+QUIET_FIRST = {("Degraded", "False"), ("RolledBack", "False"), ("Ready", "False"), ("Progressing", "True")}
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+ANALYSIS_EVENTS = {
+    api.AnalysisPhase.BAKING: ("Normal", "AnalysisStarted"),
+    api.AnalysisPhase.PASSED: ("Normal", "AnalysisPassed"),
+    api.AnalysisPhase.INCONCLUSIVE: ("Warning", "AnalysisInconclusive"),
+}
+
+
+def _analysis_event(old: api.AnalysisStatus | None, new: api.AnalysisStatus | None) -> list[Event]:
+    """When a bake starts, passes or ends inconclusive; a failure is told by the Degraded
+    condition's Event (reason AnalysisFailed), with the same figures."""
+    if new is None or new.phase not in ANALYSIS_EVENTS:
+        return []
+    if old is not None and (old.pod_template_hash, old.phase) == (new.pod_template_hash, new.phase):
+        return []
+    type_, reason = ANALYSIS_EVENTS[new.phase]
+    return [Event(type_, reason, new.message)]
+
+
+def events_for(old: api.ModelDeploymentStatus, new: api.ModelDeploymentStatus) -> list[Event]:
+    """The Events a status change deserves: the post-rollout analysis starting, passing or ending
+    inconclusive, and one per condition that changed (transitions), none for a condition's first
+    appearance in its good state."""
+    seen = {c.type for c in old.conditions}
+    events = _analysis_event(old.analysis, new.analysis)
+    for c in transitions(old.conditions, new.conditions):
+        if c.type not in seen and (c.type, c.status) in QUIET_FIRST:
+            continue
+        bad = c.status == ("True" if c.type in ("Degraded", "RolledBack") else "False") and c.type != "Progressing"
+        reason = "RolledBack" if (c.type, c.status) == ("RolledBack", "True") else (c.reason or c.type)
+        events.append(Event("Warning" if bad else "Normal", reason, c.message or f"{c.type} is {c.status}"))
+    return events
+
+
+def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch from status `old` to `new`: changed keys, and null for removed ones.
+    Empty when nothing changed."""
+    patch = {k: v for k, v in new.items() if old.get(k) != v}
+    patch.update({k: None for k in old if k not in new})
+    return patch

@@ -45,10 +45,11 @@ def operator_env_names(spec: api.ModelDeploymentSpec) -> set[str]:
     }
 
 
-def validate_spec(spec: api.ModelDeploymentSpec, name: str | None = None) -> list[Problem]:
-    """`name`: the resource's name, which every child takes."""
-    problems: list[Problem] = _problems(k8s_checks.check_name(name)) if name is not None else []
-    model, res, runtime = spec.model, spec.resources, spec.runtime
+Spec = api.ModelDeploymentSpec
+
+
+def _model_uri(spec: Spec) -> list[Problem]:
+    model, problems = spec.model, []
     if model.uri.startswith(("http://", "https://")) and not urlparse(model.uri).hostname:
         problems.append(
             Problem("spec.model.uri", f"{model.uri!r} names no host: write it as https://HOST/path/to/model")
@@ -61,9 +62,14 @@ def validate_spec(spec: api.ModelDeploymentSpec, name: str | None = None) -> lis
                 "sha256 (`sha256sum model.onnx`) so a changed or truncated download is refused",
             )
         )
-    problems += source_problems(spec)
-    golden = model.golden_set
-    if golden is not None and golden.uri.startswith(("http://", "https://")):
+    return problems
+
+
+def _golden_set(spec: Spec) -> list[Problem]:
+    model, golden, problems = spec.model, spec.model.golden_set, []
+    if golden is None:
+        return problems
+    if golden.uri.startswith(("http://", "https://")):
         if not urlparse(golden.uri).hostname:
             problems.append(
                 Problem("spec.model.goldenSet.uri", f"{golden.uri!r} names no host: write it as https://HOST/path")
@@ -75,17 +81,23 @@ def validate_spec(spec: api.ModelDeploymentSpec, name: str | None = None) -> lis
                     "is required for an http(s) golden set URI: set it to the file's sha256 (`sha256sum golden.npz`)",
                 )
             )
-    if golden is not None and golden.uri.startswith(("s3://", "gs://")):
-        scheme = golden.uri.split("://", 1)[0]
-        if not model.uri.startswith(f"{scheme}://"):
+    if golden.uri.startswith(("s3://", "gs://")):
+        store = golden.uri.split("://", 1)[0]
+        if not model.uri.startswith(f"{store}://"):
             problems.append(
                 Problem(
                     "spec.model.goldenSet.uri",
-                    f"a {scheme}:// golden set is read with the model's store settings and credentials, so "
-                    f"spec.model.uri must be a {scheme}:// URI too: put the golden set next to the model, "
+                    f"a {store}:// golden set is read with the model's store settings and credentials, so "
+                    f"spec.model.uri must be a {store}:// URI too: put the golden set next to the model, "
                     "or give it as pvc://, file:// or https://",
                 )
             )
+    return problems
+
+
+def _engine(spec: Spec) -> list[Problem]:
+    """Format, backend, precision and GPUs that cannot go together."""
+    model, res, runtime, problems = spec.model, spec.resources, spec.runtime, []
     if model.format == api.ModelFormat.TENSORRT and spec.backend != api.Backend.TENSORRT:
         problems.append(
             Problem(
@@ -120,56 +132,81 @@ def validate_spec(spec: api.ModelDeploymentSpec, name: str | None = None) -> lis
                 "model quantized with `modeldeploy optimize --int8`",
             )
         )
-    if res.gpu_product is not None:
-        if res.gpu == 0:
-            problems.append(
-                Problem(
-                    "spec.resources.gpuProduct",
-                    "is set but spec.resources.gpu is 0: request a GPU or remove gpuProduct",
-                )
+    return problems
+
+
+def _gpu_product(spec: Spec) -> list[Problem]:
+    res = spec.resources
+    if res.gpu_product is None:
+        return []
+    if res.gpu == 0:
+        return [
+            Problem(
+                "spec.resources.gpuProduct",
+                "is set but spec.resources.gpu is 0: request a GPU or remove gpuProduct",
             )
-        elif not GPU_PRODUCT.match(res.gpu_product):
-            problems.append(
-                Problem(
-                    "spec.resources.gpuProduct",
-                    f"{res.gpu_product!r} is not a product name as GPU "
-                    "Feature Discovery labels nodes (e.g. NVIDIA-A100-SXM4-80GB, NVIDIA-H100-80GB-HBM3): "
-                    "see `kubectl get nodes -L nvidia.com/gpu.product`",
-                )
+        ]
+    if not GPU_PRODUCT.match(res.gpu_product):
+        return [
+            Problem(
+                "spec.resources.gpuProduct",
+                f"{res.gpu_product!r} is not a product name as GPU "
+                "Feature Discovery labels nodes (e.g. NVIDIA-A100-SXM4-80GB, NVIDIA-H100-80GB-HBM3): "
+                "see `kubectl get nodes -L nvidia.com/gpu.product`",
             )
-    problems += _problems(k8s_checks.check_resources("spec.resources", res.requests, res.limits))
-    problems += _problems(k8s_checks.check_env("spec.runtime.env", runtime.env, operator_env_names(spec)))
+        ]
+    return []
+
+
+def _resources_and_env(spec: Spec) -> list[Problem]:
+    res = spec.resources
+    return _problems(k8s_checks.check_resources("spec.resources", res.requests, res.limits)) + _problems(
+        k8s_checks.check_env("spec.runtime.env", spec.runtime.env, operator_env_names(spec))
+    )
+
+
+def _network_policy(spec: Spec) -> list[Problem]:
     policy = spec.network_policy
-    if policy.enabled:
-        problems += _problems(k8s_checks.check_peers("spec.networkPolicy.allowFrom", policy.allow_from or []))
-        problems += _problems(k8s_checks.check_peers("spec.networkPolicy.allowMetricsFrom", policy.allow_metrics_from))
-    scaling = spec.autoscaling
-    if scaling.enabled:
-        for i, metric in enumerate(scaling.metrics):
-            _, found = k8s_checks.quantity(
-                f"spec.autoscaling.metrics[{i}].targetAverageValue", metric.target_average_value, positive=True
+    if not policy.enabled:
+        return []
+    return _problems(k8s_checks.check_peers("spec.networkPolicy.allowFrom", policy.allow_from or [])) + _problems(
+        k8s_checks.check_peers("spec.networkPolicy.allowMetricsFrom", policy.allow_metrics_from)
+    )
+
+
+def _autoscaling(spec: Spec) -> list[Problem]:
+    scaling, problems = spec.autoscaling, []
+    if not scaling.enabled:
+        return problems
+    for i, metric in enumerate(scaling.metrics):
+        _, found = k8s_checks.quantity(
+            f"spec.autoscaling.metrics[{i}].targetAverageValue", metric.target_average_value, positive=True
+        )
+        problems += _problems(found)
+    if scaling.min_replicas > scaling.max_replicas:
+        problems.append(
+            Problem(
+                "spec.autoscaling.minReplicas",
+                f"{scaling.min_replicas} is greater than "
+                f"spec.autoscaling.maxReplicas ({scaling.max_replicas}): make minReplicas <= "
+                "maxReplicas",
             )
-            problems += _problems(found)
-        if scaling.min_replicas > scaling.max_replicas:
-            problems.append(
-                Problem(
-                    "spec.autoscaling.minReplicas",
-                    f"{scaling.min_replicas} is greater than "
-                    f"spec.autoscaling.maxReplicas ({scaling.max_replicas}): make minReplicas <= "
-                    "maxReplicas",
-                )
+        )
+    uses_cpu = scaling.target_cpu_utilization_percentage is not None or not scaling.metrics
+    if uses_cpu and "cpu" not in spec.resources.requests:
+        problems.append(
+            Problem(
+                "spec.resources.requests.cpu",
+                "is needed to scale on CPU utilisation (the "
+                "default when no metrics are given): set a CPU request, or scale on "
+                "spec.autoscaling.metrics only",
             )
-        uses_cpu = scaling.target_cpu_utilization_percentage is not None or not scaling.metrics
-        if uses_cpu and "cpu" not in res.requests:
-            problems.append(
-                Problem(
-                    "spec.resources.requests.cpu",
-                    "is needed to scale on CPU utilisation (the "
-                    "default when no metrics are given): set a CPU request, or scale on "
-                    "spec.autoscaling.metrics only",
-                )
-            )
-    rollout = spec.rollout
+        )
+    return problems
+
+
+def _rollout(spec: Spec) -> list[Problem]:
+    rollout, problems = spec.rollout, []
     if rollout.max_surge != "auto":
         problems += [
             Problem(p.field, p.message.replace("neither a number", "neither auto, a number"))
@@ -184,18 +221,25 @@ def validate_spec(spec: api.ModelDeploymentSpec, name: str | None = None) -> lis
                 "pod could ever be replaced. Keep maxSurge 0 (no extra GPUs) and set maxUnavailable 1",
             )
         )
-    pdb = spec.pod_disruption_budget
+    return problems
+
+
+def _disruption_budget(spec: Spec) -> list[Problem]:
+    pdb, problems = spec.pod_disruption_budget, []
     if pdb.enabled and pdb.min_available is not None and pdb.max_unavailable is not None:
         problems.append(Problem("spec.podDisruptionBudget", "set minAvailable or maxUnavailable, not both"))
     problems += _int_or_percent("spec.podDisruptionBudget.minAvailable", pdb.min_available)
     problems += _int_or_percent("spec.podDisruptionBudget.maxUnavailable", pdb.max_unavailable)
     if pdb.enabled:
         problems += _blocks_every_eviction(spec)
-    if "nvidia.com/gpu" in res.requests or "nvidia.com/gpu" in res.limits:
-        problems.append(
-            Problem("spec.resources", "set GPUs with spec.resources.gpu, not nvidia.com/gpu in requests/limits")
-        )
     return problems
+
+
+def _gpu_as_resource(spec: Spec) -> list[Problem]:
+    res = spec.resources
+    if "nvidia.com/gpu" in res.requests or "nvidia.com/gpu" in res.limits:
+        return [Problem("spec.resources", "set GPUs with spec.resources.gpu, not nvidia.com/gpu in requests/limits")]
+    return []
 
 
 def _blocks_every_eviction(spec: api.ModelDeploymentSpec) -> list[Problem]:
@@ -272,4 +316,28 @@ def source_problems(spec: api.ModelDeploymentSpec) -> list[Problem]:
                     "set it to path",
                 )
             )
+    return problems
+
+
+# Every check of a spec, in the order their problems are reported. Each is pure and small.
+CHECKS = (
+    _model_uri,
+    source_problems,
+    _golden_set,
+    _engine,
+    _gpu_product,
+    _resources_and_env,
+    _network_policy,
+    _autoscaling,
+    _rollout,
+    _disruption_budget,
+    _gpu_as_resource,
+)
+
+
+def validate_spec(spec: Spec, name: str | None = None) -> list[Problem]:
+    """Every problem of the spec. `name`: the resource's name, which every child takes."""
+    problems: list[Problem] = _problems(k8s_checks.check_name(name)) if name is not None else []
+    for check in CHECKS:
+        problems += check(spec)
     return problems

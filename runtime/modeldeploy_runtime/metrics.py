@@ -3,6 +3,9 @@
 Durations are histograms so that p95 can be aggregated across replicas (a summary's quantiles
 cannot). Label children are bound once, so the hot path does one lock-free-ish increment each.
 GPU figures are read from NVML at scrape time, and NVML is imported only where a GPU exists.
+What the model really runs on (backend, provider, precision, GPU product) and its warm-up p95 are
+set once when the model is loaded, so the operator reads the hardware truth from the same scrape as
+the traffic figures it judges a rollout by.
 """
 
 from __future__ import annotations
@@ -84,6 +87,18 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self._info = Gauge(
+            "modeldeploy_runtime_info",
+            "1 for what the model really runs on: backend, execution provider, precision, GPU product",
+            ["model", "backend", "provider", "precision", "device", "gpu_product"],
+            registry=r,
+        )
+        self._warmup_p95 = Gauge(
+            "modeldeploy_warmup_p95_seconds",
+            "p95 latency of the batch-1 warm-up inferences, as the latency gate judged it",
+            ["model"],
+            registry=r,
+        )
         ProcessCollector(registry=r)
         self._success = {p: self._requests.labels(model, "success", "", p) for p in PROTOCOLS}
         self._request_by = {p: self._request_s.labels(model, p) for p in PROTOCOLS}
@@ -110,6 +125,15 @@ class Metrics:
         self.compute_s.observe(compute_s)
         self.batch.observe(rows)
 
+    def model_loaded(self, info, warmup_p95_ms: float | None) -> None:
+        """Record how the loaded model is really being run (a BackendInfo) and its warm-up p95."""
+        backend = info.platform.split("_")[0]  # the engine serving, also when `auto` chose it
+        provider = info.providers[0] if info.providers else ""
+        gpu_product = gpu_product_name() if info.device == "gpu" else ""
+        self._info.labels(self.model, backend, provider, info.precision, info.device, gpu_product).set(1)
+        if warmup_p95_ms is not None:
+            self._warmup_p95.labels(self.model).set(warmup_p95_ms / 1000.0)
+
     def enable_gpu(self) -> bool:
         """Register the NVML collector when a GPU is visible; False (and nothing imported) otherwise."""
         if not gpu_present():
@@ -129,6 +153,21 @@ def gpu_present() -> bool:
     return os.path.exists("/dev/nvidiactl") or bool(
         os.environ.get("NVIDIA_VISIBLE_DEVICES", "").strip() not in ("", "void", "none")
     )
+
+
+def gpu_product_name() -> str:
+    """The first visible GPU's product name as NVML reports it (e.g. `NVIDIA H100 80GB HBM3`), or ""."""
+    if not gpu_present():
+        return ""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+    except Exception as exc:  # ImportError, or NVMLError when the driver is absent
+        log.debug("GPU product unknown: %s", exc)
+        return ""
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 class NvmlCollector:

@@ -209,6 +209,7 @@ async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> i
         await http.stop(timeout_s=1)
         return 1
     dataplane.attach(backend, warmup_p95_ms)
+    metrics.model_loaded(backend.info, warmup_p95_ms)
     if metrics.enable_gpu():
         log.info("GPU metrics from NVML enabled")
     gc.collect()

@@ -7,7 +7,7 @@ import json
 import kubernetes_validate
 import pytest
 import yaml
-from chart_helpers import CHART, NAMESPACE, NON_DEFAULT_VALUES, ROOT, by_kind, one
+from chart_helpers import CHART, NAMESPACE, NON_DEFAULT_VALUES, RELEASE, ROOT, by_kind, one
 
 CRD_FILE = "modeldeploy.dev_modeldeployments.yaml"
 # The oldest Kubernetes the validation targets and the newest kubernetes-validate knows.
@@ -74,6 +74,8 @@ def test_deployment_defaults(render):
         "MODELDEPLOY_METRICS_PORT": "9090",
         "MODELDEPLOY_HEALTH_PORT": "8081",
         "MODELDEPLOY_LOG_LEVEL": "info",
+        "MODELDEPLOY_OPERATOR_NAMESPACE": NAMESPACE,
+        "MODELDEPLOY_OPERATOR_POD_LABELS": f"app.kubernetes.io/name=modeldeploy-operator,app.kubernetes.io/instance={RELEASE}",
     }
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"metrics": 9090, "health": 8081}

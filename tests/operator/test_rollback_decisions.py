@@ -9,6 +9,7 @@ from modeldeploy_operator.observe import observe_rollout
 from modeldeploy_operator.rollback import (
     Action,
     Assessment,
+    Decision,
     Verdict,
     assess_rollout,
     decide_rollback,
@@ -372,3 +373,22 @@ def test_revisions_stay_until_the_deployment_has_restored_the_template():
 def test_no_known_good_changes_nothing():
     state = observe_rollout(deployment(revision=2), [replicaset(2, "bad")], [])
     assert follow_revisions(None, None, state, []) == (None, None)
+
+
+def test_a_rollback_with_the_known_good_replicaset_gone_records_the_failure_and_says_why():
+    decision = decide(restorable=False)
+    assert decision.action == Action.RECORD_FAILURE
+    assert decision.why == "the last known good ReplicaSet no longer exists"
+    assert decision.note == "the last known good ReplicaSet no longer exists, nothing to restore"
+
+
+@pytest.mark.parametrize("kw", [{"auto_rollback": False}, {"known_good": None}])
+def test_a_gone_replicaset_changes_nothing_when_no_rollback_was_due(kw):
+    assert decide(restorable=False, **kw) == decide(restorable=True, **kw)
+    assert decide(restorable=False, **kw).note == ""
+
+
+def test_a_complete_rollout_still_in_its_bake_is_not_known_good_yet():
+    decision = decide(COMPLETE, analysis_pending=True)
+    assert decision == Decision(Action.NONE, "the post-rollout analysis has not passed")
+    assert decide(COMPLETE).action == Action.MARK_KNOWN_GOOD

@@ -12,9 +12,12 @@ from modeldeploy_operator.observe import ABSENT, observe_rollout
 from modeldeploy_operator.reconcile import parse_status
 from modeldeploy_operator.rollback import Assessment, Verdict, assess_rollout
 from modeldeploy_operator.status import (
+    Event,
     Observed,
     compute_conditions,
     compute_status,
+    events_for,
+    status_patch,
     status_to_dict,
     transitions,
 )
@@ -311,3 +314,29 @@ def test_compute_conditions_does_not_depend_on_time():
     o = replace(observed(), assessment=Assessment(Verdict.COMPLETE, "RolloutComplete", "revision 2 is available"))
     assert compute_conditions(o) == compute_conditions(o)
     assert all(c.last_transition_time is None for c in compute_conditions(o))
+
+
+def test_a_first_status_in_its_good_states_is_no_news_but_a_failure_is():
+    starting = status(observed(**STARTING), now=T0)
+    assert events_for(api.ModelDeploymentStatus(), starting) == []
+    failed = status(observed(CRASHING, **STARTING), starting, now=T1)
+    events = events_for(starting, failed)
+    assert ("Warning", "CrashLoopBackOff") in {(e.type, e.reason) for e in events}
+    assert all(isinstance(e, Event) and e.message for e in events)
+
+
+def test_a_rollback_is_one_warning_named_rolledback_and_a_completed_rollout_is_normal():
+    before = status(observed(**STARTING), now=T0)
+    rolled = status(observed(record=ROLLED_BACK, pinned=True), before, now=T1)
+    kinds = {(e.type, e.reason) for e in events_for(before, rolled)}
+    assert ("Warning", "RolledBack") in kinds
+    done = status(observed(), before, now=T1)
+    assert {e.type for e in events_for(before, done)} == {"Normal"}
+    assert events_for(done, status(observed(), done, now=T2)) == []
+
+
+def test_status_patch_sets_what_changed_and_nulls_what_went():
+    old = {"phase": "Progressing", "rollback": {"reason": "x"}, "replicas": 1}
+    new = {"phase": "Ready", "replicas": 1}
+    assert status_patch(old, new) == {"phase": "Ready", "rollback": None}
+    assert status_patch(new, dict(new)) == {}

@@ -230,6 +230,32 @@ def test_metrics_port_serves_only_metrics(server_factory, models):
     assert get(server, "/metrics") == 200  # still on the main port too
 
 
+def test_metrics_port_says_what_the_model_runs_on_and_the_operator_reads_it(server_factory, models):
+    """The info gauge and the warm-up p95, read by the operator's own parser from a real server
+    with auth on: the metrics port needs no token."""
+    from modeldeploy_operator.scrape import scrape
+    from runtime_helpers import free_port
+
+    port = free_port()
+    server = server_factory(models["affine"], "m", METRICS_PORT=port, AUTH_TOKEN=TOKEN, WARMUP_REQUESTS="5")
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
+    for _ in range(3):
+        request = urllib.request.Request(
+            server.base + "/v2/models/m/infer", body.encode(), {"Authorization": f"Bearer {TOKEN}"}
+        )
+        urllib.request.urlopen(request, timeout=10).read()
+    sample = scrape("127.0.0.1", port, "m")
+    assert sample.info == {
+        "backend": "onnxruntime",
+        "provider": "CPUExecutionProvider",
+        "precision": "fp32",
+        "device": "cpu",
+        "gpu_product": "",
+    }
+    assert 0 < sample.warmup_p95_ms < 1000
+    assert sample.successes == 3 and sample.buckets[-1] == (float("inf"), 3.0)
+
+
 def test_the_only_client_gets_pipelined_requests_answered_in_order(server_factory, models):
     """With one connection open, requests are served at once on the event loop (the fast path);
     pipelined ones still come back in order, each with its own result."""

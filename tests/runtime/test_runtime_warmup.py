@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from modeldeploy_runtime.backends.base import TensorSpec
 from modeldeploy_runtime.errors import LatencyBudgetExceeded
+from modeldeploy_runtime.termination import write_termination_message
 from modeldeploy_runtime.warmup import (
     check_latency_gate,
     gate_verdict,
     percentile,
     warmup_inputs,
-    write_termination_message,
 )
 
 

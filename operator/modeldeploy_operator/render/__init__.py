@@ -48,7 +48,7 @@ def render_children(
     return [
         Child("Deployment", "apps/v1", render_deployment(target, settings, pod_template, plan)),
         Child("Service", "v1", render_service(target)),
-        Child("NetworkPolicy", "networking.k8s.io/v1", render_network_policy(target)),
+        Child("NetworkPolicy", "networking.k8s.io/v1", render_network_policy(target, settings)),
         Child("HorizontalPodAutoscaler", versions.hpa, render_autoscaler(target, settings)),
         Child("PodDisruptionBudget", versions.pdb, render_disruption_budget(target, settings)),
     ]

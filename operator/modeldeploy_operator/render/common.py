@@ -31,6 +31,19 @@ class Settings:
 
     runtime_image: str = DEFAULT_RUNTIME_IMAGE
     api_versions: ApiVersions = field(default_factory=ApiVersions)
+    # Where the operator's own pods run and their labels (set by the chart): the NetworkPolicy lets
+    # them scrape the metrics port for the post-rollout analysis. Unset: no such rule.
+    operator_namespace: str = ""
+    operator_pod_labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def operator_peer(self) -> dict[str, Any] | None:
+        if not self.operator_pod_labels:
+            return None
+        peer: dict[str, Any] = {"podSelector": {"matchLabels": dict(self.operator_pod_labels)}}
+        if self.operator_namespace:
+            peer["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": self.operator_namespace}}
+        return peer
 
 
 def owner_reference(target: Target) -> dict[str, Any]:

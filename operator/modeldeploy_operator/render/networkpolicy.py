@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from .. import naming
-from .common import Target, object_meta
+from .common import Settings, Target, object_meta
 
 SAME_NAMESPACE = [{"podSelector": {}}]
 
 
-def render_network_policy(target: Target) -> dict[str, Any] | None:
+def render_network_policy(target: Target, settings: Settings | None = None) -> dict[str, Any] | None:
     policy = target.spec.network_policy
     if not policy.enabled:
         return None
@@ -23,8 +23,13 @@ def render_network_policy(target: Target) -> dict[str, Any] | None:
         if target.spec.runtime.grpc.enabled:
             ports.append({"protocol": "TCP", "port": "grpc"})
         ingress.append({"from": callers, "ports": ports})
-    if policy.allow_metrics_from:
-        ingress.append({"from": policy.allow_metrics_from, "ports": [{"protocol": "TCP", "port": "metrics"}]})
+    scrapers = list(policy.allow_metrics_from)
+    # The operator reads the pods' metrics itself (the post-rollout analysis and status.hardware).
+    operator = settings.operator_peer if settings is not None else None
+    if operator is not None and operator not in scrapers:
+        scrapers.append(operator)
+    if scrapers:
+        ingress.append({"from": scrapers, "ports": [{"protocol": "TCP", "port": "metrics"}]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
