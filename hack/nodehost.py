@@ -4,8 +4,9 @@ iptables chains, network namespaces).
 
 Every packet stays on this machine. Pods live on a private bridge with no masquerading; a FORWARD
 rule drops whatever would leave the bridge, and pods may reach the host only on the API server's
-port (and with replies to connections the host opened: probes, tests). Service addresses are
-routed onto the bridge, so a ClusterIP nobody serves goes nowhere rather than to the default route.
+port (and with replies to connections the host opened: probes, tests), and on a port a test
+opens to them while it serves something there (`host_port_open`). Service addresses are routed
+onto the bridge, so a ClusterIP nobody serves goes nowhere rather than to the default route.
 """
 
 from __future__ import annotations
@@ -83,6 +84,26 @@ def hook_first() -> None:
         while sh("iptables", "-D", builtin, "-j", chain, check=False).returncode == 0:
             pass
         sh("iptables", "-I", builtin, "1", "-j", chain)
+
+
+def _host_port_rule(port: int) -> tuple[str, ...]:
+    if not isinstance(port, int) or isinstance(port, bool) or not 1024 < port < 65536:
+        raise ValueError(f"pods may be admitted only to an unprivileged TCP port (1025-65535), not {port!r}")
+    return ("-i", BRIDGE, "-d", GATEWAY, "-p", "tcp", "--dport", str(port), "-j", "ACCEPT")
+
+
+@contextlib.contextmanager
+def host_port_open(port: int):
+    """Pods may reach one more TCP port of this machine, on the bridge address only, while the
+    block runs: a server the caller started there and owns (an object store of a test). The rule
+    goes before the chain's DROP and is removed afterwards; nothing else of the isolation changes."""
+    rule = _host_port_rule(port)
+    sh("iptables", "-I", IN_CHAIN, "1", *rule)
+    try:
+        yield
+    finally:
+        while sh("iptables", "-D", IN_CHAIN, *rule, check=False).returncode == 0:
+            pass
 
 
 def firewall_rules() -> str:

@@ -24,13 +24,13 @@ START_DEADLINE_S = 30.0
 ALLOW_S3 = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
 
 
-def wait_listening(port: int, proc: subprocess.Popen, what: str) -> None:
+def wait_listening(port: int, proc: subprocess.Popen, what: str, host: str = "127.0.0.1") -> None:
     end = time.monotonic() + START_DEADLINE_S
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}")
         try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            socket.create_connection((host, port), 0.2).close()
             return
         except OSError:
             time.sleep(0.1)
@@ -71,7 +71,7 @@ class MotoS3:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_listening(self.port, self.proc, "moto_server")
+        wait_listening(self.port, self.proc, "moto_server", self.host)
         iam = self._client("iam", Keys("bootstrap", "bootstrap"))
         iam.create_user(UserName="models")
         key = iam.create_access_key(UserName="models")["AccessKey"]

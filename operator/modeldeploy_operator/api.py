@@ -1,7 +1,8 @@
 """The ModelDeployment API: spec and status as pydantic models.
 
 These models are the source of truth: the CRD in `crds/` is generated from them (`crd.py`), the
-descriptions become `kubectl explain`, and the operator parses every resource through them.
+descriptions become `kubectl explain`, and the operator parses every resource through them. It is
+one module, long as the API is, so that it reads top to bottom as the CRD does.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ room the update falls back to maxSurge 0 (a pod is stopped first), and says so: 
 would only wait, Pending, until the progress deadline.
 
 The decision is taken when an update is applied and kept in an annotation of the Deployment, so a
-Deployment in sync is never rewritten because a GPU somewhere was taken or freed.
+Deployment in sync is never rewritten because a GPU somewhere was taken or freed. Matching a pod to
+nodes (selectors, affinity operators, taints) is here too, over the usual size, because the
+message of a plan names what matched and what did not.
 """
 
 from __future__ import annotations

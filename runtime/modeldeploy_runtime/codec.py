@@ -3,7 +3,8 @@ extension (a JSON header of ``Inference-Header-Content-Length`` bytes followed b
 
 Pure functions from bytes to numpy and back. Checks here are about the body being well formed
 (tensor data matching its own shape and datatype); whether it fits the model is the data plane's
-business.
+business. Both encodings stay in one module, over the usual size: a binary request is a JSON
+header plus raw tensors, so the two share the tensor parsing, the datatype checks and the limits.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 overridable by the CLI flag of the same name, validated in one place so that every mistake is
 reported with the variable or flag to change and how.
 
-The table of settings is the contract in ``docs/architecture.md``; keep them in step.
+The table of settings is the contract in ``docs/architecture.md``; keep them in step. The module is
+long because it is that whole table, one declaration per setting with its parsing and its error:
+split, the contract would be in several places.
 """
 
 from __future__ import annotations

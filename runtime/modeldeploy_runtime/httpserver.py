@@ -12,6 +12,9 @@ a request head is at most MAX_HEAD_BYTES, a body buffer grows with the bytes tha
 BODY_GROWTH times them, and never past the declared length or the body limit), a chunked body has
 at most MAX_CHUNKS chunks, and a request the server will refuse from its head alone (a wrong
 token, an unknown path) is answered before any of its body is kept.
+
+It is one module, over the usual size, because those bounds live in one connection object whose
+head, body, chunked and pipelining states share one buffer; apart, they could not be checked together.
 """
 
 from __future__ import annotations

@@ -77,9 +77,11 @@ def test_create_makes_every_child_owned_by_the_resource(operator, namespace, kct
     assert status["ready"] == "2/2"
     assert condition(status, "Ready")["status"] == "True"
     assert status["endpoint"] == f"http://m1.{namespace}.svc:8080"
-    table = kctl("get", "mdep", "m1", "-n", namespace).stdout.split()
-    assert table[:7] == ["NAME", "MODEL", "FORMAT", "READY", "PHASE", "REVISION", "AGE"]
-    assert table[7:12] == ["m1", "m1", "onnx", "2/2", "Ready"]
+    header, row = (line.split() for line in kctl("get", "mdep", "m1", "-n", namespace).stdout.splitlines()[:2])
+    assert header == [
+        "NAME", "MODEL", "FORMAT", "READY", "PHASE", "REVISION", "PROVIDER", "PRECISION", "GPU", "WARMUP-P95-MS", "AGE"
+    ]  # fmt: skip
+    assert row[:5] == ["m1", "m1", "onnx", "2/2", "Ready"]
     events = kctl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=m1").stdout
     assert "RolloutComplete" in events
 
