@@ -46,8 +46,14 @@ def _by_name(kind: str) -> Callable[..., dict[tuple[str, str], dict[str, Any]]]:
 
 
 def _by_owner(namespace: str, labels: dict[str, str], body: kopf.Body, **_: Any) -> Any:
+    """ReplicaSets and pods are only observed, never applied: their managedFields (most of a pod's
+    metadata) are left out of the cache."""
     owner = labels.get(naming.NAME_LABEL)
-    return {(namespace, owner): plain(body)} if owner else None
+    if not owner:
+        return None
+    obj = plain(body)
+    obj["metadata"] = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return {(namespace, owner): obj}
 
 
 kopf.index(*CR, id=INDEX_OF_KIND[api.KIND])(_by_name(api.KIND))
