@@ -4,7 +4,8 @@ Measures, with the operator running as its own process:
 - time from `kubectl apply` to every child present and status written, for 1 resource and for N at
   once (default 200);
 - the operator's CPU time and peak RSS over the run;
-- API writes per in-sync resync (from the API server's audit log; must be 0);
+- API writes per in-sync resync and API reads per in-sync reconcile (from the API server's audit
+  log; the resync's one LIST of ModelDeployments per pass is counted apart);
 - time from the decisive failure signal (a pod in CrashLoopBackOff) to the last known good template
   applied to the Deployment.
 
@@ -151,12 +152,25 @@ def main() -> int:
                     "two full resyncs",
                     interval=0.5,
                 )
-                writes = [
+                resyncs = operator.metric("modeldeploy_operator_reconciles_total", result="ok") - reconciles
+                window = [
                     e
                     for e in cluster.audited()[since:]
-                    if e.get("verb") in ("create", "update", "patch", "delete")
-                    and "kube-controller-manager" not in e.get("userAgent", "")
+                    if "kube-controller-manager" not in e.get("userAgent", "")
+                    and "kube-apiserver" not in e.get("userAgent", "")
+                    and e.get("stage") == "ResponseComplete"
                 ]
+                writes = [e for e in window if e.get("verb") in ("create", "update", "patch", "delete")]
+                reads = [e for e in window if e.get("verb") in ("get", "list")]
+                # The resync pass's own listing of the resources is one request per pass, not per reconcile.
+                passes = [e for e in reads if e["objectRef"].get("resource") == PLURAL and e.get("verb") == "list"]
+                results["api_reads_per_in_sync_reconcile"] = (len(reads) - len(passes)) / max(resyncs, 1)
+                results["resync_lists_observed"] = len(passes)
+                read_kinds = collections.Counter(
+                    f"{e['verb']} {e['objectRef'].get('resource')}" for e in reads if e not in passes
+                )
+                if read_kinds:
+                    print("reads during the in-sync resyncs:", dict(read_kinds), file=sys.stderr)
                 results["api_writes_per_in_sync_resync"] = len(writes) / 2
                 breakdown = collections.Counter(
                     f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('subresource', '')} "
@@ -165,9 +179,7 @@ def main() -> int:
                 )
                 if breakdown:
                     print("writes during the in-sync resyncs:", dict(breakdown), file=sys.stderr)
-                results["resyncs_observed"] = (
-                    operator.metric("modeldeploy_operator_reconciles_total", result="ok") - reconciles
-                )
+                results["resyncs_observed"] = resyncs
 
                 # Rollback: from the decisive signal to the known good template applied.
                 kubectl(cluster.kubeconfig, "apply", "-n", "fail", "-f", "-", stdin=json.dumps(manifest("r")))

@@ -39,8 +39,24 @@ def main(argv: list[str] | None = None) -> int:
     from prometheus_client import start_http_server  # noqa: PLC0415
 
     from . import handlers  # noqa: PLC0415 (registers the handlers)
+    from .kube import Kube  # noqa: PLC0415
+    from .render import Settings  # noqa: PLC0415
+    from .versions import UnsupportedCluster  # noqa: PLC0415
 
-    handlers.State.namespaces = list(args.namespace)
+    kube = Kube.from_environment()
+    try:
+        versions = kube.discover_api_versions()
+    except UnsupportedCluster as exc:
+        print(f"modeldeploy-operator: {exc}", file=sys.stderr)
+        return 2
+    handlers.watch_versioned_children(versions)
+    settings = Settings(
+        runtime_image=config.runtime_image,
+        api_versions=versions,
+        operator_namespace=config.operator_namespace,
+        operator_pod_labels=config.operator_pod_labels,
+    )
+    memo = handlers.operator_memo(config, kube, settings)
 
     if config.metrics_port:
         start_http_server(config.metrics_port)
@@ -50,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=liveness,
+        memo=memo,
     )
     return 0
 

@@ -1,8 +1,14 @@
-"""kopf wiring, and nothing else: every handler resolves to one `reconcile` of one resource."""
+"""kopf wiring, and nothing else: every handler resolves to one `reconcile` of one resource, and the
+indexes declared here are the watch caches that reconcile reads from (see watched.py).
+
+The operator's state lives in kopf's memo (`operator_memo`, made once by the CLI from the one
+reading of the config): the API client, the render settings, the caches, the coalescer and the resync.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -14,27 +20,73 @@ from .kube import Kube, TransientError
 from .reconcile import reconcile
 from .render import Settings
 from .resync import Resync
+from .versions import ApiVersions
+from .watched import INDEX_OF_KIND, Watched, plain
 
-CONFIG = OperatorConfig.from_env()
 CR = (api.GROUP, api.VERSION, api.PLURAL)
 OWNED = {naming.MANAGED_BY_LABEL: naming.OPERATOR_NAME}
+SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.OPERATOR_NAME}"
 log = logging.getLogger(__name__)
 
 
-class State:
-    namespaces: list[str] = []  # empty: all namespaces; set by the CLI before kopf starts
-    kube: Kube
-    settings: Settings
-    coalescer: Coalescer
-    resync: Resync
+def operator_memo(config: OperatorConfig, kube: Kube, settings: Settings) -> kopf.Memo:
+    return kopf.Memo(config=config, kube=kube, render_settings=settings)
 
 
-def run(namespace: str, name: str) -> None:
-    reconcile(State.kube, State.settings, namespace, name)
+# ---- watch caches ---------------------------------------------------------------------------------
+
+
+def _by_name(kind: str) -> Callable[..., dict[tuple[str, str], dict[str, Any]]]:
+    def index(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[Any, Any]:
+        obj = plain(body)
+        memo.watched.seen(kind, obj)
+        return {(namespace, name): obj}
+
+    return index
+
+
+def _by_owner(namespace: str, labels: dict[str, str], body: kopf.Body, **_: Any) -> Any:
+    """ReplicaSets and pods are only observed, never applied: their managedFields (most of a pod's
+    metadata) are left out of the cache."""
+    owner = labels.get(naming.NAME_LABEL)
+    if not owner:
+        return None
+    obj = plain(body)
+    obj["metadata"] = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return {(namespace, owner): obj}
+
+
+kopf.index(*CR, id=INDEX_OF_KIND[api.KIND])(_by_name(api.KIND))
+kopf.index("apps", "v1", "deployments", id=INDEX_OF_KIND["Deployment"], labels=OWNED)(_by_name("Deployment"))
+kopf.index("v1", "services", id=INDEX_OF_KIND["Service"], labels=OWNED)(_by_name("Service"))
+kopf.index("networking.k8s.io", "v1", "networkpolicies", id=INDEX_OF_KIND["NetworkPolicy"], labels=OWNED)(
+    _by_name("NetworkPolicy")
+)
+kopf.index("apps", "v1", "replicasets", id=INDEX_OF_KIND["ReplicaSet"], labels=OWNED)(_by_owner)
+kopf.index("v1", "pods", id=INDEX_OF_KIND["Pod"], labels=OWNED)(_by_owner)
+
+
+def _versioned(versions: ApiVersions) -> dict[tuple[str, str, str], str]:
+    """The children whose API version the cluster decides: (group, version, plural) -> kind."""
+    hpa, pdb = versions.hpa.split("/"), versions.pdb.split("/")
+    return {
+        (hpa[0], hpa[1], "horizontalpodautoscalers"): "HorizontalPodAutoscaler",
+        (pdb[0], pdb[1], "poddisruptionbudgets"): "PodDisruptionBudget",
+    }
+
+
+def watch_versioned_children(versions: ApiVersions) -> None:
+    """Declares the indexes of the HPA and the PDB in the version the operator applies them in
+    (discovered before kopf starts): a copy in another version would never look in sync."""
+    for (group, version, plural), kind in _versioned(versions).items():
+        kopf.index(group=group, version=version, plural=plural, id=INDEX_OF_KIND[kind], labels=OWNED)(_by_name(kind))
+
+
+# ---- operator lifecycle ---------------------------------------------------------------------------
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=api.GROUP, key="last-handled-configuration"
@@ -44,26 +96,37 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # operator serves the namespaces it is given and the CRD that exists when it starts.
     settings.scanning.disabled = True
     settings.execution.max_workers = 16
-    selector = f"{naming.MANAGED_BY_LABEL}={naming.OPERATOR_NAME}"
-    settings.watching.label_selectors["apps", "v1", "deployments"] = selector
-    settings.watching.label_selectors["v1", "pods"] = selector
-    settings.watching.label_selectors["v1", "services"] = selector
-    settings.watching.label_selectors["networking.k8s.io", "v1", "networkpolicies"] = selector
-    State.kube = Kube.from_environment()
-    State.settings = Settings(
-        runtime_image=CONFIG.runtime_image,
-        api_versions=State.kube.discover_api_versions(),
-        operator_namespace=CONFIG.operator_namespace,
-        operator_pod_labels=CONFIG.operator_pod_labels,
+    children = [
+        ("apps", "v1", "deployments"),
+        ("apps", "v1", "replicasets"),
+        ("v1", "pods"),
+        ("v1", "services"),
+        ("networking.k8s.io", "v1", "networkpolicies"),
+        *_versioned(memo.render_settings.api_versions),
+    ]
+    for resource in children:
+        settings.watching.label_selectors[resource] = SELECTOR
+    # The indexes are empty now; kopf fills them before it calls any resource handler, and the
+    # resync waits for the first such call (watched.ready).
+    memo.watched = Watched({index: kwargs[index] for index in INDEX_OF_KIND.values()})
+    memo.coalescer = Coalescer(
+        lambda namespace, name: reconcile(memo.kube, memo.render_settings, memo.watched, namespace, name)
     )
-    State.coalescer = Coalescer(run)
-    State.resync = Resync(
-        lambda: State.kube.list_model_deployments(State.namespaces), State.coalescer.trigger, CONFIG.resync_seconds
-    )
-    State.resync.start()
-    watch.ACTIVE = watch.TrafficWatch(State.coalescer.trigger)
+    memo.resync = Resync(memo.watched.keys, memo.coalescer.trigger, memo.config.resync_seconds, memo.watched.ready)
+    memo.resync.start()
+    watch.ACTIVE = watch.TrafficWatch(memo.coalescer.trigger)  # read by reconcile; stopped at cleanup
     watch.ACTIVE.start()
-    log.info("runtime image %s; API versions %s", CONFIG.runtime_image, State.settings.api_versions)
+    log.info("runtime image %s; API versions %s", memo.config.runtime_image, memo.render_settings.api_versions)
+
+
+@kopf.on.cleanup()
+def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.resync.stop()
+    if watch.ACTIVE is not None:
+        watch.ACTIVE.stop()
+
+
+# ---- resource handlers ----------------------------------------------------------------------------
 
 
 def retry_delay(retry: int) -> float:
@@ -71,25 +134,15 @@ def retry_delay(retry: int) -> float:
     return float(min(60, 2 ** min(retry, 6)))
 
 
-def _trigger(namespace: str, name: str, retry: int) -> None:
-    try:
-        State.coalescer.trigger(namespace, name)
-    except TransientError as exc:
-        raise kopf.TemporaryError(str(exc), delay=retry_delay(retry)) from exc
-
-
 @kopf.on.resume(*CR)
 @kopf.on.create(*CR)
 @kopf.on.update(*CR)
-def changed(namespace: str, name: str, retry: int, **_: Any) -> None:
-    _trigger(namespace, name, retry)
-
-
-@kopf.on.cleanup()
-def cleanup(**_: Any) -> None:
-    State.resync.stop()
-    if watch.ACTIVE is not None:
-        watch.ACTIVE.stop()
+def changed(namespace: str, name: str, retry: int, memo: kopf.Memo, **_: Any) -> None:
+    memo.watched.ready.set()  # kopf calls no resource handler before every index is filled
+    try:
+        memo.coalescer.trigger(namespace, name)
+    except TransientError as exc:
+        raise kopf.TemporaryError(str(exc), delay=retry_delay(retry)) from exc
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
@@ -98,10 +151,11 @@ def cleanup(**_: Any) -> None:
 # model) is repaired within seconds, not at the next resync.
 @kopf.on.event("v1", "services", labels=OWNED)
 @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=OWNED)
-def child_changed(namespace: str, labels: dict[str, str], type: str | None, **_: Any) -> None:  # noqa: A002
+def child_changed(namespace: str, labels: dict[str, str], type: str | None, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+    memo.watched.ready.set()
     owner = labels.get(naming.NAME_LABEL)
     if owner and type is not None:  # type None: the initial listing; resume covers it
         try:
-            State.coalescer.trigger(namespace, owner)
+            memo.coalescer.trigger(namespace, owner)
         except TransientError as exc:
             log.info("%s/%s: %s; the next event or resync retries", namespace, owner, exc)

@@ -176,7 +176,9 @@ class Kube:
             if resp.status in TRANSIENT_STATUS or resp.status >= 500:
                 raise TransientError(f"{method} {url_path}: {resp.status} {_message(exc.body)}") from exc
             raise exc
-        if method != "GET" and (query or {}).get("dryRun") != "All":
+        if method == "GET":
+            metrics.API_READS.labels(kind=_resource_of(url_path)).inc()
+        elif (query or {}).get("dryRun") != "All":
             metrics.API_WRITES.labels(kind=_resource_of(url_path)).inc()
         return json.loads(data) if data else None
 
@@ -187,10 +189,6 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
-
-    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
-        result = self.request("GET", path(api_version, kind, namespace), query={"labelSelector": selector})
-        return list((result or {}).get("items") or [])
 
     def gpu_inventory(self, max_age_s: float = INVENTORY_MAX_AGE_S) -> Inventory:
         """Every Node and every pod bound to one that has not finished, cluster-wide (list only),
@@ -257,9 +255,6 @@ class Kube:
             if exc.status == 404:
                 return False
             raise
-
-    def live_children(self, children: list[Child], namespace: str, name: str) -> dict[str, dict[str, Any] | None]:
-        return {c.kind: self.get(c.api_version, c.kind, namespace, name) for c in children}
 
     def dry_run_children(self, children: list[Child], live: dict[str, dict[str, Any] | None]) -> dict[str, Refused]:
         """Asks the API server to judge every child that would be applied, writing nothing.
@@ -343,25 +338,15 @@ class Kube:
 
     # ---- the custom resource ----------------------------------------------------------------------
 
-    def get_model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.get(CR_API_VERSION, api.KIND, namespace, name)
-
-    def list_model_deployments(self, namespaces: list[str]) -> list[tuple[str, str]]:
-        base = f"/apis/{CR_API_VERSION}"
-        paths = [f"{base}/namespaces/{ns}/{api.PLURAL}" for ns in namespaces] or [f"{base}/{api.PLURAL}"]
-        keys = []
-        for url_path in paths:
-            for item in (self.request("GET", url_path) or {}).get("items") or []:
-                keys.append((item["metadata"]["namespace"], item["metadata"]["name"]))
-        return keys
-
-    def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        """A resource deleted while it was being reconciled has no status left to write: fine."""
+    def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        """The resource as written. One deleted while it was being reconciled has no status left
+        to write: fine (None)."""
         with contextlib.suppress(NotFound):
-            self._patch_status(namespace, name, patch)
+            return self._patch_status(namespace, name, patch)
+        return None
 
-    def _patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        self.request(
+    def _patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        return self.request(
             "PATCH",
             path(CR_API_VERSION, api.KIND, namespace, name, "status"),
             body={"status": patch},

@@ -13,6 +13,11 @@ RECONCILE_SECONDS = Histogram(
 API_WRITES = Counter(
     "modeldeploy_operator_api_writes_total", "Writes sent to the Kubernetes API, by resource.", ["kind"]
 )
+API_READS = Counter(
+    "modeldeploy_operator_api_reads_total",
+    "Reads (GET, LIST) sent to the Kubernetes API by the operator's own code (not kopf's watches), by resource.",
+    ["kind"],
+)
 ROLLBACKS = Counter("modeldeploy_operator_rollbacks_total", "Automatic rollbacks, by reason.", ["reason"])
 SCRAPES = Counter(
     "modeldeploy_operator_pod_scrapes_total",

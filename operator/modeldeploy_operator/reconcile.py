@@ -23,6 +23,7 @@ from .render import Child, Settings, Target, render_children, render_deployment,
 from .rollback import Action, Decision, Verdict, assess_rollout, decide_rollback, follow_revisions, is_pinned
 from .status import Observed, compute_status, events_for, status_patch, status_to_dict
 from .validation import Problem, check_auth_secret, validate_spec
+from .watched import Watched
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,10 @@ def parse_status(raw: dict[str, Any] | None) -> api.ModelDeploymentStatus:
         return api.ModelDeploymentStatus()
 
 
-def reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Result | None:
+def reconcile(kube: Kube, settings: Settings, watched: Watched, namespace: str, name: str) -> Result | None:
     started = time.perf_counter()
     try:
-        result = _reconcile(kube, settings, namespace, name)
+        result = _reconcile(kube, settings, watched, namespace, name)
         metrics.RECONCILES.labels(result="ok").inc()
         return result
     except ApiException as exc:
@@ -83,9 +84,9 @@ def _validate(
     return spec, problems, note
 
 
-def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Result | None:
-    # Always read the resource fresh: a cached body may predate our own last status write.
-    body = kube.get_model_deployment(namespace, name)
+def _reconcile(kube: Kube, settings: Settings, watched: Watched, namespace: str, name: str) -> Result | None:
+    # From the watch cache, or our own last status write where the cache has not seen it yet.
+    body = watched.model_deployment(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         if watch.ACTIVE is not None:
             watch.ACTIVE.forget((namespace, name))
@@ -97,11 +98,10 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
     spec, problems, note = _validate(kube, namespace, name, body.get("spec") or {})
     if note is not None:  # what the pre-flight check could not see, once per source that passed
         kube.emit_event(body, "Normal", "ModelSourcePartlyChecked", note)
-    selector = naming.selector_string(name)
     # A name longer than a label value can be labels nothing (and cannot be selected on).
     labelled = len(name) <= naming.LABEL_VALUE_MAX
-    replicasets = kube.list("apps/v1", "ReplicaSet", namespace, selector) if labelled else []
-    pods = kube.list("v1", "Pod", namespace, selector) if labelled else []
+    replicasets = watched.owned("ReplicaSet", namespace, name) if labelled else []
+    pods = watched.owned("Pod", namespace, name) if labelled else []
     crash_loop_restarts = (spec.rollout if spec is not None else api.Rollout()).crash_loop_restarts
     observed = Observed(
         name=name,
@@ -121,14 +121,18 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
 
     if spec is None or problems:
         # A spec that cannot work changes nothing that is serving: children are left as they are.
-        deployment = kube.get("apps/v1", "Deployment", namespace, name)
-        return Result(_write_refusal(kube, body, observed, deployment, replicasets, pods, crash_loop_restarts), None)
+        deployment = watched.get("Deployment", namespace, name)
+        return Result(
+            _write_refusal(kube, watched, body, observed, deployment, replicasets, pods, crash_loop_restarts), None
+        )
 
     target = Target(name, namespace, meta["uid"], spec)
-    deployment, template, plan, refused = _sync_children(kube, settings, target, observed, replicasets)
+    deployment, template, plan, refused = _sync_children(kube, settings, watched, target, observed, replicasets)
     if refused:
         observed = replace(observed, problems=refused)
-        return Result(_write_refusal(kube, body, observed, deployment, replicasets, pods, crash_loop_restarts), None)
+        return Result(
+            _write_refusal(kube, watched, body, observed, deployment, replicasets, pods, crash_loop_restarts), None
+        )
     template_hash = naming.content_hash(template)
     state = observe_rollout(deployment, replicasets, pods)
     assessment = assess_rollout(state, spec.rollout.crash_loop_restarts)
@@ -164,10 +168,10 @@ def _reconcile(kube: Kube, settings: Settings, namespace: str, name: str) -> Res
     restore = known_template if decision.action == Action.ROLL_BACK else None
     observed = record_decision(observed, decision, template_hash, retry_token, now_rfc3339())
     if restore is not None:
-        observed = _roll_back(kube, settings, body, target, observed, restore)
+        observed = _roll_back(kube, settings, watched, body, target, observed, restore)
     if watch.ACTIVE is not None:
         watch.ACTIVE.track((namespace, name), None if restore is not None else bake_plan.track)
-    return Result(_write_status(kube, body, observed), decision)
+    return Result(_write_status(kube, watched, body, observed), decision)
 
 
 def _plan_analysis(
@@ -210,6 +214,7 @@ def _plan_analysis(
 
 def _write_refusal(
     kube: Kube,
+    watched: Watched,
     body: dict[str, Any],
     observed: Observed,
     deployment: dict[str, Any] | None,
@@ -221,7 +226,7 @@ def _write_refusal(
     with the resource's own crash-loop threshold when its spec parses, the default otherwise."""
     state = observe_rollout(deployment, replicasets, pods)
     return _write_status(
-        kube, body, replace(observed, state=state, assessment=assess_rollout(state, crash_loop_restarts))
+        kube, watched, body, replace(observed, state=state, assessment=assess_rollout(state, crash_loop_restarts))
     )
 
 
@@ -284,7 +289,12 @@ def _update_cost(
 
 
 def _sync_children(
-    kube: Kube, settings: Settings, target: Target, observed: Observed, replicasets: list[dict[str, Any]]
+    kube: Kube,
+    settings: Settings,
+    watched: Watched,
+    target: Target,
+    observed: Observed,
+    replicasets: list[dict[str, Any]],
 ) -> tuple[dict[str, Any] | None, dict[str, Any], surge.SurgePlan, tuple[Problem, ...]]:
     """Applies what differs, unless the API server would refuse any of it; returns the Deployment
     as it now is, the pod template it should run, the update plan it has, and what was refused."""
@@ -298,7 +308,7 @@ def _sync_children(
         )
         children = [c for c in children if c.kind != "Deployment"]
     template = restore if restore is not None else render_pod_template(target, settings)
-    live = kube.live_children(children, target.namespace, target.name)
+    live = {c.kind: watched.get(c.kind, target.namespace, target.name) for c in children}
     plan = choose_plan(kube, target.spec, template, live.get("Deployment"))
     children = [
         replace(c, manifest=render_deployment(target, settings, restore, plan)) if c.kind == "Deployment" else c
@@ -307,13 +317,29 @@ def _sync_children(
     refused = _judge(kube, target, children, live)
     if not refused:
         try:
-            live = kube.sync_children(children, live, target.uid)
+            synced = kube.sync_children(children, live, target.uid)
+            _remember_writes(watched, live, synced)
+            live = synced
         except Refused as exc:  # judged acceptable, refused all the same (admission, a race)
             refused = tuple(refusal_problems(exc.kind, exc, target))
             fingerprint = naming.content_hash([c.manifest for c in children])
             REFUSED[(target.namespace, target.name)] = (fingerprint, refused)
-    deployment = live.get("Deployment") or kube.get("apps/v1", "Deployment", target.namespace, target.name)
+    deployment = live.get("Deployment") or watched.get("Deployment", target.namespace, target.name)
     return deployment, template, plan, refused
+
+
+def _remember_writes(
+    watched: Watched, before: dict[str, dict[str, Any] | None], after: dict[str, dict[str, Any] | None]
+) -> None:
+    """What the API server answered to each apply and delete, until the watch cache has it too."""
+    for kind, now in after.items():
+        was = before.get(kind)
+        if now is was:
+            continue
+        if now is None:
+            watched.wrote(kind, was, deleted=True)
+        else:
+            watched.wrote(kind, now)
 
 
 def record_decision(
@@ -358,6 +384,7 @@ def record_decision(
 def _roll_back(
     kube: Kube,
     settings: Settings,
+    watched: Watched,
     body: dict[str, Any],
     target: Target,
     observed: Observed,
@@ -366,9 +393,10 @@ def _roll_back(
     metrics.ROLLBACKS.labels(reason=observed.assessment.reason).inc()
     # Record the intent before acting: if the operator dies before the template is applied, the
     # next reconcile reads the record, is pinned to the known good template, and completes it.
-    _write_status(kube, body, observed)
+    _write_status(kube, watched, body, observed)
     plan = choose_plan(kube, target.spec, template, None)
     restored = kube.apply(with_spec_hash(render_deployment(target, settings, template, plan)))
+    watched.wrote("Deployment", restored)
     log.warning(
         "%s/%s: rolled back to revision %s: %s",
         target.namespace,
@@ -386,7 +414,7 @@ def _known_good_template(replicasets: list[dict[str, Any]], known_good: api.Know
     return replicaset_template(replicasets, known_good.pod_template_hash)
 
 
-def _write_status(kube: Kube, body: dict[str, Any], observed: Observed) -> bool:
+def _write_status(kube: Kube, watched: Watched, body: dict[str, Any], observed: Observed) -> bool:
     """Writes the status computed from `observed` if it differs from the one in `body` (which is
     then updated, so a second write in the same reconcile diffs against the first)."""
     old_dict = body.get("status") or {}
@@ -397,7 +425,8 @@ def _write_status(kube: Kube, body: dict[str, Any], observed: Observed) -> bool:
     if not patch:
         return False
     meta = body["metadata"]
-    kube.patch_status(meta["namespace"], meta["name"], patch)
+    written = kube.patch_status(meta["namespace"], meta["name"], patch)
+    watched.wrote(api.KIND, written)
     body["status"] = new_dict
     for event in events_for(previous, new):
         kube.emit_event(body, event.type, event.reason, event.message)

@@ -21,9 +21,11 @@ class Resync:
         list_keys: Callable[[], Iterable[tuple[str, str]]],
         trigger: Callable[[str, str], object],
         interval: float,
+        ready: threading.Event | None = None,
         workers: int = 4,
     ):
-        self._list_keys, self._trigger, self._interval = list_keys, trigger, interval
+        """`ready`: no pass runs before it is set (the caches the keys and reconciles come from are filled)."""
+        self._list_keys, self._trigger, self._interval, self._ready = list_keys, trigger, interval, ready
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resync")
         self._thread = threading.Thread(target=self._loop, name="resync", daemon=True)
@@ -48,6 +50,8 @@ class Resync:
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
+            if self._ready is not None and not self._ready.is_set():
+                continue
             try:
                 self.once()
             except Exception as exc:
