@@ -14,8 +14,8 @@ from typing import Any
 import kopf
 
 from . import api, naming, watch
+from .coalescer import Coalescer
 from .config import OperatorConfig
-from .engine import Coalescer
 from .kube import Kube, TransientError
 from .reconcile import reconcile
 from .render import Settings

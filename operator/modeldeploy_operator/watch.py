@@ -20,7 +20,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import metrics, naming
+import modeldeploy_contract as contract
+
+from . import metrics
 from .analysis import AnalysisDecision, Baseline, Figures, Limits, Verdict, decide_analysis, merge
 from .scrape import Sample, ScrapeError, difference, scrape
 
@@ -75,7 +77,7 @@ class TrafficWatch:
     def __init__(
         self,
         trigger: Callable[[str, str], object],
-        port: int = naming.METRICS_PORT,
+        port: int = contract.METRICS_PORT,
         workers: int = 8,
         timeout_s: float = 2.0,
         clock: Callable[[], float] = time.time,
