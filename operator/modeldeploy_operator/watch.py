@@ -72,7 +72,8 @@ class _Memo:
 
 
 class TrafficWatch:
-    """One per operator process (`ACTIVE`, set at startup); absent, nothing is scraped."""
+    """One per operator process, in kopf's memo (`memo.traffic`, made at startup); without one,
+    nothing is scraped."""
 
     def __init__(
         self,
@@ -272,6 +273,3 @@ class TrafficWatch:
     @staticmethod
     def _facts_key(memo: _Memo) -> tuple:
         return tuple(sorted((n, tuple(sorted(f.info.items())), f.warmup_p95_ms) for n, f in memo.facts.items()))
-
-
-ACTIVE: TrafficWatch | None = None
