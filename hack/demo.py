@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "hack"), str(ROOT)]
 import chart  # noqa: E402
 import images  # noqa: E402
+import playedkubelet  # noqa: E402
 import realnode  # noqa: E402
 from localcluster import LocalCluster  # noqa: E402
 from ports import free_port  # noqa: E402
@@ -104,16 +105,7 @@ class Demo:
             if proc.poll() is not None:
                 self.report_crash(pod, term_log)
             elif not _pod_ready(pod) and _http_ok(f"http://127.0.0.1:{port}/v2/health/ready"):
-                self.report(
-                    pod,
-                    {
-                        "phase": "Running",
-                        "conditions": [{"type": "Ready", "status": "True"}],
-                        "containerStatuses": [
-                            _container(pod, ready=True, restarts=0, state={"running": {"startedAt": _now()}})
-                        ],
-                    },
-                )
+                playedkubelet.report(self.core, pod, playedkubelet.ready(pod))
         live = {p.metadata.name for p in self.core.list_namespaced_pod(NS).items}
         for gone in set(self.runtimes) - live:
             self.stop_runtime(gone)
@@ -149,33 +141,7 @@ class Demo:
         message = term_log.read_text().strip() if term_log.exists() else "exited"
         if _waiting_reason(pod) != "CrashLoopBackOff":
             print(f"   [kubelet] pod {pod.metadata.name}: runtime exited: {message}", flush=True)
-            self.report(
-                pod,
-                {
-                    "phase": "Running",
-                    "conditions": [{"type": "Ready", "status": "False"}],
-                    "containerStatuses": [
-                        _container(
-                            pod,
-                            ready=False,
-                            restarts=1,
-                            state={"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
-                            lastState={
-                                "terminated": {
-                                    "exitCode": 1,
-                                    "reason": "Error",
-                                    "message": message,
-                                    "startedAt": _now(),
-                                    "finishedAt": _now(),
-                                }
-                            },
-                        )
-                    ],
-                },
-            )
-
-    def report(self, pod, status: dict) -> None:
-        self.core.patch_namespaced_pod_status(pod.metadata.name, NS, {"status": status})
+            playedkubelet.report(self.core, pod, playedkubelet.crash_loop(pod, restarts=1, message=message))
 
     def stop_runtime(self, name: str) -> None:
         proc, _, _ = self.runtimes.pop(name, (None, 0, None))
@@ -290,10 +256,6 @@ class Demo:
             self.forward[0].terminate()
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as resp:
@@ -311,19 +273,6 @@ def _waiting_reason(pod) -> str | None:
         if s.state and s.state.waiting:
             return s.state.waiting.reason
     return None
-
-
-def _container(pod, ready: bool, restarts: int, **state) -> dict:
-    c = pod.spec.containers[0]
-    return {
-        "name": c.name,
-        "image": c.image,
-        "imageID": "",
-        "ready": ready,
-        "restartCount": restarts,
-        "started": ready,
-        **state,
-    }
 
 
 def start_node(workdir: Path) -> realnode.RealNode:

@@ -39,8 +39,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import models as model_builders  # noqa: E402
-from loadgen import Result, http_load, inprocess_load  # noqa: E402
 from modeldeploy_runtime.measure.compare import OutputDiff  # noqa: E402
+from modeldeploy_runtime.measure.loadgen import Result, http_load, inprocess_load  # noqa: E402
 from run import median_row, requests_for, start_server  # noqa: E402
 
 MODELS = ("resnet50", "mobilenet_v2")

@@ -5,7 +5,7 @@ rounds (so both see the same neighbour load), with the MLP also called in-proces
     .venv/bin/python bench/runtime/grpc_rest.py                       # about 2 minutes
     .venv/bin/python bench/runtime/grpc_rest.py --models mlp --rounds 1
 
-The REST client is loadgen.py's (prebuilt request bytes over keep-alive connections, one uvloop
+The REST client is modeldeploy_runtime.measure.loadgen's (prebuilt request bytes over keep-alive connections, one uvloop
 thread); the gRPC client is `modeldeploy bench --protocol grpc`'s (a serialized request re-sent
 as bytes, every call in flight on one channel). Each figure is the median over rounds; client CPU
 is reported per request. Results go to bench/out/grpc_rest.json and a markdown table on stdout.
@@ -28,8 +28,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import models as model_builders  # noqa: E402
-from loadgen import Result, http_load, inprocess_load  # noqa: E402
 from modeldeploy_runtime.measure.bench_grpc import encode_request, grpc_load  # noqa: E402
+from modeldeploy_runtime.measure.loadgen import Result, http_load, inprocess_load  # noqa: E402
 from run import ROOT, median_row, requests_for, start_server  # noqa: E402
 
 SHAPES = {"resnet50": (1, 3, 224, 224), "mlp": (1, 64)}

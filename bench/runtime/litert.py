@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
 
 import make_classifier_tflite as tflite_builder  # noqa: E402
 from engines import cpu_name  # noqa: E402
-from loadgen import Result, build_request, http_load, inprocess_load  # noqa: E402
+from modeldeploy_runtime.measure.loadgen import Result, build_request, http_load, inprocess_load  # noqa: E402
 from run import median_row, start_server  # noqa: E402
 
 WIDTHS = (1024, 2048, 2048, 1000)

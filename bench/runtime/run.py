@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import models as model_builders  # noqa: E402
-from loadgen import Result, build_request, http_load, inprocess_load  # noqa: E402
+from modeldeploy_runtime.measure.loadgen import Result, build_request, http_load, inprocess_load  # noqa: E402
 
 # model -> (input shape of one request, concurrencies, encodings at each concurrency)
 PLAN = {

@@ -14,8 +14,8 @@ from typing import Any
 import kopf
 
 from . import api, naming, watch
+from .coalescer import Coalescer
 from .config import OperatorConfig
-from .engine import Coalescer
 from .kube import Kube, TransientError
 from .reconcile import reconcile
 from .render import Settings
@@ -110,20 +110,20 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> 
     # resync waits for the first such call (watched.ready).
     memo.watched = Watched({index: kwargs[index] for index in INDEX_OF_KIND.values()})
     memo.coalescer = Coalescer(
-        lambda namespace, name: reconcile(memo.kube, memo.render_settings, memo.watched, namespace, name)
+        lambda namespace, name: reconcile(memo.kube, memo.render_settings, memo.watched, namespace, name, memo.traffic)
     )
+    # The traffic watch asks for a reconcile when its verdict changes; the coalescer's work reads it.
+    memo.traffic = watch.TrafficWatch(memo.coalescer.trigger)
     memo.resync = Resync(memo.watched.keys, memo.coalescer.trigger, memo.config.resync_seconds, memo.watched.ready)
     memo.resync.start()
-    watch.ACTIVE = watch.TrafficWatch(memo.coalescer.trigger)  # read by reconcile; stopped at cleanup
-    watch.ACTIVE.start()
+    memo.traffic.start()
     log.info("runtime image %s; API versions %s", memo.config.runtime_image, memo.render_settings.api_versions)
 
 
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.resync.stop()
-    if watch.ACTIVE is not None:
-        watch.ACTIVE.stop()
+    memo.traffic.stop()
 
 
 # ---- resource handlers ----------------------------------------------------------------------------

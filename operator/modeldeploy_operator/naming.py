@@ -6,8 +6,6 @@ import hashlib
 import json
 from typing import Any
 
-import modeldeploy_contract as contract
-
 from . import api
 
 FIELD_MANAGER = "modeldeploy-operator"
@@ -25,11 +23,6 @@ TEMPLATE_HASH_LABEL = "pod-template-hash"
 LABEL_VALUE_MAX = 63
 
 CONTAINER_NAME = "runtime"
-HTTP_PORT = contract.HTTP_PORT
-METRICS_PORT = contract.METRICS_PORT
-GRPC_PORT = contract.GRPC_PORT
-MODELS_MOUNT = contract.MODELS_MOUNT
-CACHE_MOUNT = contract.CACHE_MOUNT
 
 
 def selector_labels(name: str) -> dict[str, str]:

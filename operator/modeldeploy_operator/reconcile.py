@@ -49,10 +49,19 @@ def parse_status(raw: dict[str, Any] | None) -> api.ModelDeploymentStatus:
         return api.ModelDeploymentStatus()
 
 
-def reconcile(kube: Kube, settings: Settings, watched: Watched, namespace: str, name: str) -> Result | None:
+def reconcile(
+    kube: Kube,
+    settings: Settings,
+    watched: Watched,
+    namespace: str,
+    name: str,
+    traffic: watch.TrafficWatch | None = None,
+) -> Result | None:
+    """One reconcile of one resource. `traffic`: the post-rollout analysis' watch of pods' metrics
+    (none: nothing is scraped, and a bake never ends)."""
     started = time.perf_counter()
     try:
-        result = _reconcile(kube, settings, watched, namespace, name)
+        result = _reconcile(kube, settings, watched, namespace, name, traffic)
         metrics.RECONCILES.labels(result="ok").inc()
         return result
     except ApiException as exc:
@@ -84,12 +93,14 @@ def _validate(
     return spec, problems, note
 
 
-def _reconcile(kube: Kube, settings: Settings, watched: Watched, namespace: str, name: str) -> Result | None:
+def _reconcile(
+    kube: Kube, settings: Settings, watched: Watched, namespace: str, name: str, traffic: watch.TrafficWatch | None
+) -> Result | None:
     # From the watch cache, or our own last status write where the cache has not seen it yet.
     body = watched.model_deployment(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
-        if watch.ACTIVE is not None:
-            watch.ACTIVE.forget((namespace, name))
+        if traffic is not None:
+            traffic.forget((namespace, name))
         return None
     meta = body["metadata"]
     generation = int(meta.get("generation") or 1)
@@ -138,7 +149,7 @@ def _reconcile(kube: Kube, settings: Settings, watched: Watched, namespace: str,
     assessment = assess_rollout(state, spec.rollout.crash_loop_restarts)
     known_good, record = follow_revisions(observed.known_good, observed.record, state, replicasets)
     bake_plan = _plan_analysis(
-        spec, state, assessment, template_hash, known_good, observed.pinned, previous, namespace, name
+        spec, state, assessment, template_hash, known_good, observed.pinned, previous, namespace, name, traffic
     )
     assessment = bake_plan.failed or assessment
     observed = replace(
@@ -169,8 +180,8 @@ def _reconcile(kube: Kube, settings: Settings, watched: Watched, namespace: str,
     observed = record_decision(observed, decision, template_hash, retry_token, now_rfc3339())
     if restore is not None:
         observed = _roll_back(kube, settings, watched, body, target, observed, restore)
-    if watch.ACTIVE is not None:
-        watch.ACTIVE.track((namespace, name), None if restore is not None else bake_plan.track)
+    if traffic is not None:
+        traffic.track((namespace, name), None if restore is not None else bake_plan.track)
     return Result(_write_status(kube, watched, body, observed), decision)
 
 
@@ -184,10 +195,11 @@ def _plan_analysis(
     previous: api.ModelDeploymentStatus,
     namespace: str,
     name: str,
+    traffic: watch.TrafficWatch | None,
 ) -> bake.Plan:
     """The analysis' part of this reconcile, with what the traffic watch has learnt so far."""
     live = bake.Live()
-    w, key, h = watch.ACTIVE, (namespace, name), state.pod_template_hash or ""
+    w, key, h = traffic, (namespace, name), state.pod_template_hash or ""
     if w is not None:
         prev = previous.analysis
         started = bake.epoch(prev.start_time) if prev is not None and prev.pod_template_hash == h else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import modeldeploy_contract as contract
 import modeldeploy_contract.sources as sources_contract
 
 from . import api, naming
@@ -167,7 +168,7 @@ def compute_status(o: Observed, previous: api.ModelDeploymentStatus, now: str) -
         ready=f"{s.ready}/{s.desired}",
         selector=naming.selector_string(o.name),
         revision=s.revision,
-        endpoint=f"http://{o.name}.{o.namespace}.svc:{naming.HTTP_PORT}",
+        endpoint=f"http://{o.name}.{o.namespace}.svc:{contract.HTTP_PORT}",
         model_name=o.model_name,
         last_known_good=o.known_good,
         rollback=o.record,

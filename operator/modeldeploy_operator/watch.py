@@ -20,7 +20,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import metrics, naming
+import modeldeploy_contract as contract
+
+from . import metrics
 from .analysis import AnalysisDecision, Baseline, Figures, Limits, Verdict, decide_analysis, merge
 from .scrape import Sample, ScrapeError, difference, scrape
 
@@ -70,12 +72,13 @@ class _Memo:
 
 
 class TrafficWatch:
-    """One per operator process (`ACTIVE`, set at startup); absent, nothing is scraped."""
+    """One per operator process, in kopf's memo (`memo.traffic`, made at startup); without one,
+    nothing is scraped."""
 
     def __init__(
         self,
         trigger: Callable[[str, str], object],
-        port: int = naming.METRICS_PORT,
+        port: int = contract.METRICS_PORT,
         workers: int = 8,
         timeout_s: float = 2.0,
         clock: Callable[[], float] = time.time,
@@ -270,6 +273,3 @@ class TrafficWatch:
     @staticmethod
     def _facts_key(memo: _Memo) -> tuple:
         return tuple(sorted((n, tuple(sorted(f.info.items())), f.warmup_p95_ms) for n, f in memo.facts.items()))
-
-
-ACTIVE: TrafficWatch | None = None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import kubernetes
+import playedkubelet
 from ports import free_port
 
 T = TypeVar("T")
@@ -129,59 +130,19 @@ class Operator:
 # ---- playing the kubelet ------------------------------------------------------------------------
 
 
-def _container_status(image: str, **state: Any) -> dict[str, Any]:
-    return {"name": "runtime", "image": image, "imageID": "", "ready": False, "restartCount": 0, **state}
+# Fixed, so that reporting the same pod again changes nothing (the old report's timestamps).
+STARTED_AT = "2026-01-01T00:00:00Z"
 
 
 def set_pod_ready(core: kubernetes.client.CoreV1Api, pod: Any, ready: bool = True) -> None:
-    status = {
-        "phase": "Running",
-        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-        "containerStatuses": [
-            _container_status(
-                pod.spec.containers[0].image,
-                ready=ready,
-                started=True,
-                state={"running": {"startedAt": "2026-01-01T00:00:00Z"}},
-            )
-        ],
-    }
-    core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
+    playedkubelet.report(core, pod, playedkubelet.ready(pod, ready, started_at=STARTED_AT))
 
 
 def set_pod_crash_loop(
     core: kubernetes.client.CoreV1Api, pod: Any, restarts: int, message: str = "", reason: str = "Error"
 ) -> None:
-    terminated = {
-        "exitCode": 1,
-        "reason": reason,
-        "message": message,
-        "startedAt": "2026-01-01T00:00:00Z",
-        "finishedAt": "2026-01-01T00:00:01Z",
-    }
-    status = {
-        "phase": "Running",
-        "conditions": [{"type": "Ready", "status": "False"}],
-        "containerStatuses": [
-            _container_status(
-                pod.spec.containers[0].image,
-                restartCount=restarts,
-                lastState={"terminated": terminated},
-                state={
-                    "waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}
-                },
-            )
-        ],
-    }
-    core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
+    playedkubelet.report(core, pod, playedkubelet.crash_loop(pod, restarts, message, reason, at=STARTED_AT))
 
 
 def set_pod_waiting(core: kubernetes.client.CoreV1Api, pod: Any, reason: str, message: str) -> None:
-    status = {
-        "phase": "Pending",
-        "conditions": [{"type": "Ready", "status": "False"}],
-        "containerStatuses": [
-            _container_status(pod.spec.containers[0].image, state={"waiting": {"reason": reason, "message": message}})
-        ],
-    }
-    core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
+    playedkubelet.report(core, pod, playedkubelet.waiting(pod, reason, message))

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
+import modeldeploy_contract as contract
 import pytest
-from modeldeploy_operator import api, naming
+from modeldeploy_operator import api
 from modeldeploy_operator.render import (
     Settings,
     Target,
@@ -135,8 +136,8 @@ def test_service_exposes_the_inference_and_metrics_ports_by_name():
     spec = render_service(make_target())["spec"]
     assert spec["type"] == "ClusterIP"
     assert spec["ports"] == [
-        {"name": "http", "port": naming.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
-        {"name": "metrics", "port": naming.METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+        {"name": "http", "port": contract.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+        {"name": "metrics", "port": contract.METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
         {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
     ]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 
+import modeldeploy_contract as contract
 import pytest
-from modeldeploy_operator import naming, surge
+from modeldeploy_operator import surge
 from modeldeploy_operator.render import Settings, render_deployment, render_pod_template
 from operator_helpers import ROOT, SETTINGS, env_of, make_target
 
@@ -124,7 +125,7 @@ def test_pvc_uri_mounts_the_claim_read_only_and_points_the_runtime_into_it():
     pod = pod_spec(model={"uri": "pvc://models/resnet50/model.onnx"})
     assert {"name": "models", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in pod["volumes"]
     mounts = pod["containers"][0]["volumeMounts"]
-    assert {"name": "models", "mountPath": naming.MODELS_MOUNT, "readOnly": True} in mounts
+    assert {"name": "models", "mountPath": contract.MODELS_MOUNT, "readOnly": True} in mounts
     assert env_value("MODELDEPLOY_MODEL_PATH", model={"uri": "pvc://models/resnet50/model.onnx"}) == (
         "/mnt/models/resnet50/model.onnx"
     )
@@ -291,8 +292,8 @@ def test_read_only_root_still_has_writable_tmp_and_cache():
     c = container()
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     assert mounts["/tmp"] == "tmp"
-    assert mounts[naming.CACHE_MOUNT] == "cache"
-    assert env_value("MODELDEPLOY_CACHE_DIR") == naming.CACHE_MOUNT
+    assert mounts[contract.CACHE_MOUNT] == "cache"
+    assert env_value("MODELDEPLOY_CACHE_DIR") == contract.CACHE_MOUNT
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ def model_location(spec: api.ModelSource) -> tuple[str, dict[str, Any] | None]:
     if uri.startswith("pvc://"):
         claim, _, path = uri[len("pvc://") :].partition("/")
         volume = {"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
-        return f"{naming.MODELS_MOUNT}/{path}", volume
+        return f"{contract.MODELS_MOUNT}/{path}", volume
     if uri.startswith("file://"):
         return urlparse(uri).path, None
     return uri, None  # an absolute path in the image, or an http(s)/s3/gs URI the runtime downloads
@@ -45,7 +45,7 @@ def golden_set_location(spec: api.ModelDeploymentSpec) -> tuple[str, dict[str, A
         claim, _, path = golden.uri[len("pvc://") :].partition("/")
         _, model_volume = model_location(spec.model)
         if model_volume is not None and model_volume["persistentVolumeClaim"]["claimName"] == claim:
-            return f"{naming.MODELS_MOUNT}/{path}", None
+            return f"{contract.MODELS_MOUNT}/{path}", None
         volume = {"name": GOLDEN_SET_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
         return f"{contract.GOLDEN_SET_MOUNT}/{path}", volume
     if golden.uri.startswith("file://"):
@@ -92,10 +92,10 @@ def runtime_env(target: Target) -> list[dict[str, Any]]:
         "MODELDEPLOY_LATENCY_GATE": runtime.latency_budget.gate.value,
         "MODELDEPLOY_WARMUP_REQUESTS": str(runtime.latency_budget.warmup_requests),
         "MODELDEPLOY_THREADS": str(runtime.threads),
-        "MODELDEPLOY_PORT": str(naming.HTTP_PORT),
-        "MODELDEPLOY_METRICS_PORT": str(naming.METRICS_PORT),
-        contract.GRPC_PORT_ENV: str(naming.GRPC_PORT) if runtime.grpc.enabled else "",
-        "MODELDEPLOY_CACHE_DIR": naming.CACHE_MOUNT,
+        "MODELDEPLOY_PORT": str(contract.HTTP_PORT),
+        "MODELDEPLOY_METRICS_PORT": str(contract.METRICS_PORT),
+        contract.GRPC_PORT_ENV: str(contract.GRPC_PORT) if runtime.grpc.enabled else "",
+        "MODELDEPLOY_CACHE_DIR": contract.CACHE_MOUNT,
         "MODELDEPLOY_DRAIN_DELAY_S": str(DRAIN_DELAY_S),
         **golden_set_env(spec),
     }
@@ -138,11 +138,11 @@ def http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
 def render_container(target: Target, settings: Settings) -> dict[str, Any]:
     runtime = target.spec.runtime
     ports = [
-        {"name": "http", "containerPort": naming.HTTP_PORT, "protocol": "TCP"},
-        {"name": "metrics", "containerPort": naming.METRICS_PORT, "protocol": "TCP"},
+        {"name": "http", "containerPort": contract.HTTP_PORT, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": contract.METRICS_PORT, "protocol": "TCP"},
     ]
     if runtime.grpc.enabled:
-        ports.append({"name": "grpc", "containerPort": naming.GRPC_PORT, "protocol": "TCP"})
+        ports.append({"name": "grpc", "containerPort": contract.GRPC_PORT, "protocol": "TCP"})
     container: dict[str, Any] = {
         "name": naming.CONTAINER_NAME,
         "image": runtime.image or settings.runtime_image,
@@ -164,14 +164,14 @@ def render_container(target: Target, settings: Settings) -> dict[str, Any]:
         },
         "volumeMounts": [
             {"name": "tmp", "mountPath": "/tmp"},
-            {"name": "cache", "mountPath": naming.CACHE_MOUNT},
+            {"name": "cache", "mountPath": contract.CACHE_MOUNT},
         ],
     }
     if runtime.image_pull_policy:
         container["imagePullPolicy"] = runtime.image_pull_policy
     _, model_volume = model_location(target.spec.model)
     if model_volume is not None:
-        container["volumeMounts"].append({"name": MODELS_VOLUME, "mountPath": naming.MODELS_MOUNT, "readOnly": True})
+        container["volumeMounts"].append({"name": MODELS_VOLUME, "mountPath": contract.MODELS_MOUNT, "readOnly": True})
     if (mount := source_mount(target.spec.model)) is not None:
         container["volumeMounts"].append(mount)
     _, golden_volume = golden_set_location(target.spec)
@@ -235,7 +235,7 @@ def render_pod_template(target: Target, settings: Settings) -> dict[str, Any]:
             "labels": naming.common_labels(target.name),
             "annotations": {
                 "prometheus.io/scrape": "true",
-                "prometheus.io/port": str(naming.METRICS_PORT),
+                "prometheus.io/port": str(contract.METRICS_PORT),
                 "prometheus.io/path": "/metrics",
             },
         },

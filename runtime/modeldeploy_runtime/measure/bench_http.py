@@ -2,16 +2,16 @@
 
 Any v2 server works (ours, Triton, KServe, MLServer): the model's metadata says what to send. The
 request body is encoded once per batch size and re-sent, JSON or with the binary tensor extension,
-from N threads that each hold one keep-alive connection, so the client spends its CPU on HTTP and
-not on encoding; its own CPU use is reported, because a saturated client measures itself.
+over N keep-alive connections by loadgen (one event loop, the same client as `bench/`), so the
+client spends its CPU on HTTP and not on encoding; its own CPU use is reported, because a saturated
+client measures itself.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import threading
-import time
+import ssl
 from collections.abc import Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from ..backends.base import V2_TO_NUMPY
 from . import data as data_mod
+from . import loadgen
 from .bench import BenchResult, summarize
 from .runner import InputSpec
 
@@ -123,45 +124,17 @@ def encode_request(
     }
 
 
-def _run_load(url, token, timeout, path, body, headers, concurrency, duration):
-    latencies: list[list[float]] = [[] for _ in range(concurrency)]
-    errors = [0] * concurrency
-    start_gate = threading.Barrier(concurrency + 1)
-    deadline = [0.0]
-
-    def worker(i: int) -> None:
-        client = _Client(url, token, timeout)
-        start_gate.wait()
-        mine = latencies[i]
-        try:
-            while True:
-                t0 = time.perf_counter()
-                if t0 >= deadline[0]:
-                    return
-                try:
-                    status, _, _ = client.request("POST", path, body, headers)
-                    ok = status == 200
-                except (OSError, http.client.HTTPException):
-                    ok = False
-                if ok:
-                    mine.append(time.perf_counter() - t0)
-                else:
-                    errors[i] += 1
-        finally:
-            client.close()
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
-    for t in threads:
-        t.start()
-    cpu0 = time.process_time()
-    start = time.perf_counter()
-    deadline[0] = start + duration
-    start_gate.wait()
-    for t in threads:
-        t.join(duration + timeout + 5)
-    wall = time.perf_counter() - start
-    cpu = (time.process_time() - cpu0) / wall if wall > 0 else 0.0
-    return [x for lat in latencies for x in lat], sum(errors), wall, cpu
+def _run_load(url, token, path, body, headers, concurrency, duration):
+    """The timed load, through loadgen (the same client as bench/): `concurrency` keep-alive
+    connections each re-sending the prebuilt request."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    head = {**headers, **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = loadgen.build_request(parts.hostname, port, parts.path.rstrip("/") + path, body, head)
+    tls = ssl.create_default_context() if parts.scheme == "https" else None
+    result = loadgen.http_load("bench", parts.hostname, port, request, concurrency, duration, warmup=0, ssl=tls)
+    cpu = result.client_cpu_s / result.wall_s if result.wall_s else 0.0
+    return result.latencies_s, result.errors, result.wall_s, cpu
 
 
 def bench_server(
@@ -202,9 +175,7 @@ def bench_server(
                         f"infer with batch size {batch_size}: HTTP {status}: {payload[:300].decode(errors='replace')}"
                     )
             for concurrency in concurrencies:
-                latencies, errors, wall, cpu = _run_load(
-                    url, token, timeout, path, body, headers, concurrency, duration
-                )
+                latencies, errors, wall, cpu = _run_load(url, token, path, body, headers, concurrency, duration)
                 results.append(
                     summarize(
                         latencies,

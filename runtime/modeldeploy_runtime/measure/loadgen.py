@@ -1,4 +1,5 @@
-"""A closed-loop HTTP load generator that costs as little CPU as possible.
+"""The closed-loop HTTP load generator of `modeldeploy bench` and of `bench/`, built to cost as
+little CPU as possible.
 
 On a 2-core machine the client shares the CPU with the server it measures, so a heavy client
 (tritonclient, requests, aiohttp) would understate the server. This one sends a prebuilt request
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import ssl as ssl_module
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,7 +56,7 @@ class Result:
         }
 
 
-def build_request(host: str, port: int, path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+def build_request(host: str, port: int, path: str, body: bytes, headers: Mapping[str, str] | None = None) -> bytes:
     lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
@@ -115,25 +117,27 @@ class _Conn(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def _http_load(host, port, request, concurrency, duration_s, warmup, result) -> None:
+async def _http_load(host, port, request, concurrency, duration_s, warmup, result, ssl) -> None:
     loop = asyncio.get_running_loop()
     stop_at = time.perf_counter() + duration_s + 0.5  # warm-up requests fit in the first half second
     dones = []
     for _ in range(concurrency):
         done = loop.create_future()
-        await loop.create_connection(lambda d=done: _Conn(request, stop_at, result, d, warmup), host, port)
+        await loop.create_connection(lambda d=done: _Conn(request, stop_at, result, d, warmup), host, port, ssl=ssl)
         dones.append(done)
     await asyncio.gather(*dones)
 
 
 def http_load(name: str, host: str, port: int, request: bytes, concurrency: int, duration_s: float,
-              warmup: int = 20) -> Result:  # fmt: skip
+              warmup: int = 20, ssl: ssl_module.SSLContext | None = None) -> Result:  # fmt: skip
+    """`concurrency` connections, each sending `request` back to back for `duration_s` after
+    `warmup` unmeasured requests; over TLS when `ssl` is a context."""
     import uvloop
 
     result = Result(name, concurrency)
     cpu0 = resource.getrusage(resource.RUSAGE_THREAD)
     t0 = time.perf_counter()
-    uvloop.run(_http_load(host, port, request, concurrency, duration_s, warmup, result))
+    uvloop.run(_http_load(host, port, request, concurrency, duration_s, warmup, result, ssl))
     wall = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_THREAD)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)

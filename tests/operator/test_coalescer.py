@@ -8,7 +8,7 @@ import logging
 import threading
 
 import pytest
-from modeldeploy_operator.engine import Coalescer
+from modeldeploy_operator.coalescer import Coalescer
 from modeldeploy_operator.resync import Resync
 
 DEADLINE = 10.0
