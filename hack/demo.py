@@ -122,6 +122,7 @@ class Demo:
                 ),
                 "MODELDEPLOY_PORT": str(port),
                 "MODELDEPLOY_METRICS_PORT": "0",
+                "MODELDEPLOY_GRPC_PORT": "0",  # the runtimes share this machine's ports
                 "MODELDEPLOY_TERMINATION_LOG": str(scratch / "termination-log"),
                 "MODELDEPLOY_CACHE_DIR": str(scratch / "cache"),
                 "MODELDEPLOY_THREADS": "1",

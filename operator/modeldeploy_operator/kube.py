@@ -3,6 +3,9 @@
 One generic routine serves every child kind: server-side apply with one field manager (conflicts
 forced: the operator owns the fields it renders), delete when switched off (404 is fine), and
 nothing at all when the live object already matches (see `drift.needs_apply`).
+
+It is over the usual size because it is the whole apply layer: every call the operator makes to the
+API server, with its error mapping, is here and nowhere else.
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """One reconcile of one ModelDeployment: validate, render, apply what differs, observe the rollout,
 decide (known good / roll back), write status if it changed. Create, update, resume, the timer and
 child events all end here.
+
+It is one module, over the usual size, so that one reconcile reads top to bottom: the order of its
+reads, applies, rollback and status write is the point, and every decision in it is a pure function
+elsewhere (validation, render, surge, bake, rollback, status).
 """
 
 from __future__ import annotations
