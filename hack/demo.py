@@ -1,4 +1,5 @@
-"""The whole loop in one command (`make demo`).
+"""The whole loop in one command (`make demo`). One script, over the usual size, so that a reader
+follows the demo as it runs; the pod statuses of --played-kubelet come from playedkubelet.py.
 
 1. By default a real single-node Kubernetes starts on this machine (hack/realnode.py), the images
    are built from the Dockerfile (hack/images.py), and the chart is installed with helm: the

@@ -8,7 +8,8 @@ real probes, restarts, termination messages, image pull errors and ClusterIP Ser
 One node at a time per machine (it owns a bridge, iptables chains and kernel settings): a lock
 refuses a second, and `down` (or the next `up`) cleans up after one that was killed. Every process
 is stopped by the PID recorded when it started. See ../shared/docs/real-node.md for why each
-setting is what it is.
+setting is what it is. It is one module, over the usual size, because start and teardown must
+mirror each other step for step (the host's network rules are in nodehost.py).
 """
 
 from __future__ import annotations
