@@ -150,7 +150,7 @@ def _reconcile(
         )
     template_hash = naming.content_hash(template)
     state = observe_rollout(deployment, replicasets, pods)
-    assessment = assess_rollout(state, spec.rollout.crash_loop_restarts)
+    assessment = assess_rollout(state, crash_loop_restarts)
     known_good, record = follow_revisions(observed.known_good, observed.record, state, replicasets)
     bake_plan = _plan_analysis(
         spec, state, assessment, template_hash, known_good, observed.pinned, previous, namespace, name, traffic
