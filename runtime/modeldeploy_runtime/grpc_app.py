@@ -2,11 +2,12 @@
 on a port of their own, over the same data plane as REST.
 
 It only adapts, as app.py does for REST: checks the bearer token in the ``authorization``
-metadata, decodes each ModelInferRequest into an InferRequest (grpc_codec.py), calls the data
-plane (the same batcher, metrics under ``protocol="grpc"``, limits and checks), encodes the
-InferResponse, and turns ServingErrors into gRPC status codes (errors.GRPC_STATUS). The message
-size limit is the REST body limit; grpc refuses a larger message itself (RESOURCE_EXHAUSTED).
-Health (ServerLive, ServerReady, ModelReady, grpc.health.v1) is open, like REST's.
+metadata (before any of the request's data is kept), decodes each ModelInferRequest into an
+InferRequest (grpc_codec.py), calls the data plane (the same batcher, metrics under
+``protocol="grpc"``, limits and checks), encodes the InferResponse, and turns ServingErrors into
+gRPC status codes (errors.GRPC_STATUS). The message size limit is the REST body limit. Health
+(ServerLive, ServerReady, ModelReady, grpc.health.v1) is open, like REST's. The calls arrive
+through grpc_server.py over our own HTTP/2 (http2.py); the messages are the published proto's.
 """
 
 from __future__ import annotations
@@ -15,20 +16,20 @@ import asyncio
 import logging
 import time
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from .auth import BearerAuth
 from .dataplane import DataPlane
-from .errors import InternalError, InvalidConfiguration, ServingError, Unauthorized, grpc_status
+from .errors import InternalError, InvalidConfiguration, PayloadTooLarge, ServingError, Unauthorized, grpc_status
 from .grpc_codec import decode_infer_request, encode_infer_response, tensor_metadata
+from .grpc_server import GrpcHandler, GrpcListener, Method, RpcError
 from .v2grpc import grpc_service_pb2 as pb
-from .v2grpc import grpc_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
 PROTOCOL = "grpc"
 SERVICE = "inference.GRPCInferenceService"
+HEALTH = "grpc.health.v1.Health"
 # grpc.health.v1 services: "" (what a Kubernetes grpc probe asks by default) and the v2 service are
 # SERVING once the model is ready, and stop when it drains; "live" is SERVING while the process runs.
 READY_SERVICES = frozenset({"", SERVICE})
@@ -43,62 +44,72 @@ _UNAUTHORIZED = (
 )
 
 
-def _abort_status(context, exc: ServingError) -> None:
-    context.set_code(grpc.StatusCode[grpc_status(exc)])
-    context.set_details(str(exc))
+def rpc_error(exc: ServingError) -> RpcError:
+    return RpcError(grpc_status(exc), str(exc))
 
 
-class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, dataplane: DataPlane, auth_token: str = "") -> None:
+class InferenceService:
+    def __init__(self, dataplane: DataPlane, auth_token: str = "", max_message_bytes: int = 64 << 20) -> None:
         self.dp = dataplane
         self.auth = BearerAuth(auth_token)
+        self.max_message_bytes = max_message_bytes
         self.calls = 0  # inference calls in progress
 
-    def _authorize(self, context) -> None:
-        if not self.auth.enabled:
-            return
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization":
-                if self.auth.allows(value.encode() if isinstance(value, str) else value):
-                    return
-                break
-        raise Unauthorized(_UNAUTHORIZED)
+    def methods(self) -> dict[bytes, Method]:
+        v2 = {
+            "ServerLive": Method(pb.ServerLiveRequest, self.server_live, open=True),
+            "ServerReady": Method(pb.ServerReadyRequest, self.server_ready, open=True),
+            "ModelReady": Method(pb.ModelReadyRequest, self.model_ready, open=True),
+            "ServerMetadata": Method(pb.ServerMetadataRequest, self.server_metadata),
+            "ModelMetadata": Method(pb.ModelMetadataRequest, self.model_metadata),
+            "ModelInfer": Method(pb.ModelInferRequest, self.model_infer),
+            "ModelStreamInfer": Method(pb.ModelInferRequest, self.model_stream_infer, kind="bidi"),
+        }
+        health = HealthService(self.dp)
+        table = {f"/{SERVICE}/{name}".encode(): m for name, m in v2.items()}
+        table[f"/{HEALTH}/Check".encode()] = Method(health_pb2.HealthCheckRequest, health.check, open=True)
+        table[f"/{HEALTH}/Watch".encode()] = Method(
+            health_pb2.HealthCheckRequest, health.watch, kind="server_stream", open=True
+        )
+        return table
 
-    def _refuse(self, context, exc: ServingError, empty):
-        _abort_status(context, exc)
-        return empty()
+    def authorize(self, method: Method, headers: dict[bytes, bytes]) -> RpcError | None:
+        if method.open or self.auth.allows(headers.get(b"authorization")):
+            return None
+        self.dp.metrics.failure(Unauthorized.reason, PROTOCOL)
+        return RpcError("UNAUTHENTICATED", _UNAUTHORIZED)
+
+    def oversize(self) -> RpcError:
+        self.dp.metrics.failure(PayloadTooLarge.reason, PROTOCOL)
+        return RpcError(
+            "RESOURCE_EXHAUSTED",
+            f"the request message is over {self.max_message_bytes} bytes (MODELDEPLOY_MAX_BODY_BYTES); "
+            "send smaller batches",
+        )
 
     # health ---------------------------------------------------------------------------------
-    async def ServerLive(self, request, context):
+    async def server_live(self, request, headers):
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request, context):
+    async def server_ready(self, request, headers):
         return pb.ServerReadyResponse(ready=self.dp.ready)
 
-    async def ModelReady(self, request, context):
+    async def model_ready(self, request, headers):
         try:
             return pb.ModelReadyResponse(ready=self.dp.model_ready(request.name, request.version))
         except ServingError as exc:
-            return self._refuse(context, exc, pb.ModelReadyResponse)
+            raise rpc_error(exc) from None
 
     # metadata -------------------------------------------------------------------------------
-    async def ServerMetadata(self, request, context):
-        try:
-            self._authorize(context)
-        except ServingError as exc:
-            self.dp.metrics.failure(exc.reason, PROTOCOL)
-            return self._refuse(context, exc, pb.ServerMetadataResponse)
+    async def server_metadata(self, request, headers):
         meta = self.dp.server_metadata()
         return pb.ServerMetadataResponse(name=meta["name"], version=meta["version"], extensions=meta["extensions"])
 
-    async def ModelMetadata(self, request, context):
+    async def model_metadata(self, request, headers):
         try:
-            self._authorize(context)
             meta = self.dp.model_metadata(request.name, request.version)
         except ServingError as exc:
-            if isinstance(exc, Unauthorized):
-                self.dp.metrics.failure(exc.reason, PROTOCOL)
-            return self._refuse(context, exc, pb.ModelMetadataResponse)
+            raise rpc_error(exc) from None
         return pb.ModelMetadataResponse(
             name=meta["name"],
             versions=meta["versions"],
@@ -124,30 +135,20 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         response = await self.dp.infer(name, version, decoded, protocol=PROTOCOL, started=started, alone=alone)
         return encode_infer_response(response)
 
-    async def ModelInfer(self, request, context):
+    async def model_infer(self, request, headers):
         started = time.perf_counter()
         self.calls += 1
         try:
-            self._authorize(context)
             # alone: no other gRPC inference is in progress, so nothing could join this one's batch
             return await self._serve(request, started, self.calls == 1)
-        except Unauthorized as exc:
-            self.dp.metrics.failure(exc.reason, PROTOCOL)
-            return self._refuse(context, exc, pb.ModelInferResponse)
         except ServingError as exc:
-            return self._refuse(context, exc, pb.ModelInferResponse)
+            raise rpc_error(exc) from None
         finally:
             self.calls -= 1
 
-    async def ModelStreamInfer(self, request_iterator, context):
+    async def model_stream_infer(self, requests, headers):
         """Each request gets one ModelStreamInferResponse, in the order they finish (tritonclient
         matches them by ``id``); a refused request gets its error_message and the stream goes on."""
-        try:
-            self._authorize(context)
-        except Unauthorized as exc:
-            self.dp.metrics.failure(exc.reason, PROTOCOL)
-            _abort_status(context, exc)
-            return
         done: asyncio.Queue = asyncio.Queue()
         window = asyncio.Semaphore(STREAM_WINDOW)
         pending = 0
@@ -171,12 +172,17 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         async def read():
             nonlocal pending, reading
             try:
-                async for request in request_iterator:
+                async for request in requests:
                     await window.acquire()
                     pending += 1
                     task = asyncio.ensure_future(one(request))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
+            except RpcError as exc:  # a message that does not parse: answered in the stream, which goes on
+                await window.acquire()
+                window.release()
+                pending += 1
+                await done.put(pb.ModelStreamInferResponse(error_message=exc.details))
             finally:
                 reading = False
                 await done.put(None)  # wakes the writer to see that reading ended
@@ -191,9 +197,11 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 yield message
         finally:
             reader.cancel()
+            for task in tasks:
+                task.cancel()
 
 
-class HealthService(health_pb2_grpc.HealthServicer):
+class HealthService:
     """grpc.health.v1 from the data plane's state, read at each call (nothing to keep in step)."""
 
     def __init__(self, dataplane: DataPlane) -> None:
@@ -208,15 +216,13 @@ class HealthService(health_pb2_grpc.HealthServicer):
             )
         return None
 
-    async def Check(self, request, context):
+    async def check(self, request, headers):
         status = self._status(request.service)
         if status is None:
-            context.set_code(grpc.StatusCode.NOT_FOUND)
-            context.set_details(f"unknown service {request.service!r}; ask '', {SERVICE!r} or {LIVE_SERVICE!r}")
-            return health_pb2.HealthCheckResponse()
+            raise RpcError("NOT_FOUND", f"unknown service {request.service!r}; ask '', {SERVICE!r} or {LIVE_SERVICE!r}")
         return health_pb2.HealthCheckResponse(status=status)
 
-    async def Watch(self, request, context):
+    async def watch(self, request, headers):
         last = None
         while True:
             status = self._status(request.service)
@@ -230,38 +236,27 @@ class HealthService(health_pb2_grpc.HealthServicer):
 
 class GrpcServer:
     def __init__(self, dataplane: DataPlane, host: str, port: int, auth_token: str, max_message_bytes: int) -> None:
-        self.dataplane = dataplane
+        self.host, self.requested_port = host, port
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.max_message_bytes = max_message_bytes
-        self.auth_token = auth_token
-        self.server: grpc.aio.Server | None = None
+        service = InferenceService(dataplane, auth_token, max_message_bytes)
+        self.listener = GrpcListener(
+            GrpcHandler(service.methods(), service.authorize, service.oversize, max_message_bytes)
+        )
         self.port = 0
 
     async def start(self) -> None:
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", self.max_message_bytes),
-                ("grpc.max_send_message_length", -1),
-                ("grpc.so_reuseport", 0),  # a port in use is an error, not a second listener
-            ]
-        )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(self.dataplane, self.auth_token), server)
-        health_pb2_grpc.add_HealthServicer_to_server(HealthService(self.dataplane), server)
         try:
-            self.port = server.add_insecure_port(self.address)
-        except RuntimeError as exc:
-            self.port, error = 0, exc
-        else:
-            error = None
-        if not self.port:
+            self.port = await self.listener.start(self.host, self.requested_port)
+        except OSError as exc:
             raise InvalidConfiguration(
-                f"cannot serve gRPC on {self.address} ({error or 'the port is in use or not allowed'}); "
+                f"cannot serve gRPC on {self.address} ({exc.strerror or exc}); "
                 "set MODELDEPLOY_GRPC_PORT to a free port, or 0 for no gRPC"
-            )
-        await server.start()
-        self.server = server
+            ) from exc
+
+    def drain(self) -> None:
+        """Clients are asked (GOAWAY) to take their next calls elsewhere."""
+        self.listener.drain()
 
     async def stop(self, grace_s: float) -> None:
         """Refuse new calls, let those in progress finish for up to ``grace_s``."""
-        if self.server is not None:
-            await self.server.stop(grace_s)
+        await self.listener.stop(grace_s)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from modeldeploy_runtime.httpserver import Eager
+from modeldeploy_runtime.eager import Eager
 
 
 def test_a_coroutine_that_never_waits_finishes_before_eager_returns():
