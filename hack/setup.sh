@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything the tests and the demo need, on a fresh Debian machine, cached between runs:
-# a virtual environment with the project and its dev extras, kubectl, the Kubernetes binaries
+# a virtual environment with the project and its dev extras, h2load, kubectl, the Kubernetes binaries
 # (control plane and node, built once from Debian's source, ~6-15 min), Helm, and what a real node
 # needs (containerd, runc, CNI, podman and the base image; hack/setup-node.sh).
 set -euo pipefail
@@ -17,6 +17,14 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$want" >"$stamp"
+fi
+
+# h2load (Debian's nghttp2-client): a second HTTP/2 implementation for the gRPC port's tests, and
+# the C load generator of bench/runtime/grpc_rest.py.
+if ! command -v h2load >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+  (apt-get install -y -qq --no-install-recommends nghttp2-client >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nghttp2-client >/dev/null; }) ||
+    echo "h2load: not installed; its gRPC test will skip" >&2
 fi
 
 if ! command -v kubectl >/dev/null 2>&1; then

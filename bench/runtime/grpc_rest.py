@@ -2,13 +2,19 @@
 and REST with the binary tensor extension, each at concurrency 1, 8 and 32, in interleaved short
 rounds (so both see the same neighbour load), with the MLP also called in-process as the floor.
 
-    .venv/bin/python bench/runtime/grpc_rest.py                       # about 2 minutes
+    .venv/bin/python bench/runtime/grpc_rest.py                       # about 3 minutes
     .venv/bin/python bench/runtime/grpc_rest.py --models mlp --rounds 1
 
-The REST client is modeldeploy_runtime.measure.loadgen's (prebuilt request bytes over keep-alive connections, one uvloop
-thread); the gRPC client is `modeldeploy bench --protocol grpc`'s (a serialized request re-sent
-as bytes, every call in flight on one channel). Each figure is the median over rounds; client CPU
-is reported per request. Results go to bench/out/grpc_rest.json and a markdown table on stdout.
+Two clients per protocol. The server-to-server comparison uses one C client for both: h2load
+(nghttp2's load generator, `apt-get install nghttp2-client`; hack/setup.sh installs it), over
+HTTP/1.1 keep-alive connections for REST (one per concurrent request) and over one HTTP/2
+connection with that many streams for gRPC (what a gRPC channel does), each re-sending prebuilt
+request bytes. Beside them, the Python clients users run: for REST
+modeldeploy_runtime.measure.loadgen's (one uvloop thread), for gRPC `modeldeploy bench
+--protocol grpc`'s (grpcio, every call in flight on one channel). Each figure is the median over
+rounds; client CPU is per request. h2load counts HTTP statuses only, so the server's failure
+counter for gRPC is read before and after: any failure fails the run. Results go to
+bench/out/grpc_rest.json and a markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -16,9 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import resource
+import shutil
 import signal
 import statistics
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +57,71 @@ def grpc_result(body: bytes, concurrency: int, seconds: float, warmup: int) -> R
     return Result("grpc", concurrency, latencies, wall, cpu * wall, errors)
 
 
+def h2load(label: str, args: list[str], concurrency: int, seconds: float) -> Result:
+    """One h2load run of ``seconds`` (after a warm-up of 0.3 s); latencies from its per-request log."""
+    with tempfile.NamedTemporaryFile("r", suffix=".log") as log:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        out = subprocess.run(
+            ["h2load", "-D", f"{seconds:g}", "--warm-up-time", "0.3", "--log-file", log.name, *args],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        wall = time.perf_counter() - started - 0.3
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        lines = [line.split("\t") for line in log.read().splitlines()]
+    latencies = [int(f[2]) / 1e6 for f in lines if f[1] == "200"]
+    errors = len(lines) - len(latencies) + int(re.search(r"(\d+) failed", out).group(1))
+    measured = float(re.search(r"finished in ([\d.]+)(m?s)", out).group(1))
+    if re.search(r"finished in [\d.]+ms", out):
+        measured /= 1000
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return Result(label, concurrency, latencies, measured or wall, cpu * (measured or wall) / wall, errors)
+
+
+def h2load_rest(body: bytes, header_len: int, concurrency: int, seconds: float) -> Result:
+    path = Path(tempfile.gettempdir()) / "grpc_rest_rest.bin"
+    path.write_bytes(body)
+    args = ["--h1", "-c", str(concurrency), "-m", "1", "-d", str(path), "-H", "content-type: application/octet-stream",
+            "-H", f"Inference-Header-Content-Length: {header_len}", f"http://127.0.0.1:{PORT}/v2/models/m/infer"]  # fmt: skip
+    return h2load("REST (h2load)", args, concurrency, seconds)
+
+
+def h2load_grpc(message: bytes, concurrency: int, seconds: float) -> Result:
+    path = Path(tempfile.gettempdir()) / "grpc_rest_grpc.bin"
+    path.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
+    args = ["-c", "1", "-m", str(concurrency), "-d", str(path), "-H", "content-type: application/grpc",
+            "-H", "te: trailers", f"http://127.0.0.1:{GRPC_PORT}/inference.GRPCInferenceService/ModelInfer"]  # fmt: skip
+    return h2load("gRPC (h2load)", args, concurrency, seconds)
+
+
+def grpc_failures() -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(v)
+        for v in re.findall(
+            r'^modeldeploy_inference_requests_total\{[^}]*outcome="failure"[^}]*protocol="grpc"[^}]*\} (\S+)',
+            text,
+            re.M,
+        )
+    )
+
+
+def rest_body(x: np.ndarray) -> tuple[bytes, int]:
+    header = json.dumps(
+        {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                     "parameters": {"binary_data_size": x.nbytes}}],
+         "outputs": [{"name": "output", "parameters": {"binary_data": True}}]}
+    ).encode()  # fmt: skip
+    return header + x.tobytes(), len(header)
+
+
 def bench_model(name: str, path: Path, rounds: int, seconds: float | None) -> list[dict]:
     x = np.random.default_rng(0).random(SHAPES[name], dtype=np.float32)
     rest = requests_for(x, PORT)["binary"]
     grpc_body = encode_request("m", None, {"input": x}, ["output"])
+    raw_rest, header_len = rest_body(x)
+    use_h2load = shutil.which("h2load") is not None
     session = None
     if name == "mlp":
         import onnxruntime as ort
@@ -62,6 +136,8 @@ def bench_model(name: str, path: Path, rounds: int, seconds: float | None) -> li
         for conc in CONCURRENCY:
             duration = seconds or SECONDS[name][conc]
             runs: dict[str, list[Result]] = {"binary REST": [], "grpc": []}
+            if use_h2load:
+                runs["REST (h2load)"], runs["gRPC (h2load)"] = [], []
             if session is not None:
                 runs["in-process"] = []
             for _ in range(rounds):
@@ -71,15 +147,26 @@ def bench_model(name: str, path: Path, rounds: int, seconds: float | None) -> li
                     )
                 runs["binary REST"].append(http_load("binary", "127.0.0.1", PORT, rest, conc, duration, warmup=warmup))
                 runs["grpc"].append(grpc_result(grpc_body, conc, duration, warmup))
+                if use_h2load:
+                    failures = grpc_failures()
+                    runs["REST (h2load)"].append(h2load_rest(raw_rest, header_len, conc, duration))
+                    runs["gRPC (h2load)"].append(h2load_grpc(grpc_body, conc, duration))
+                    if grpc_failures() != failures:
+                        raise SystemExit("gRPC calls from h2load failed on the server: see its metrics")
             row = {"model": name, "concurrency": conc}
             for label, results in runs.items():
                 row[label] = median_row(results)
             if session is not None:
                 base = row["in-process"]["p50_ms"]
-                for label in ("binary REST", "grpc"):
-                    row[label]["added_p50_ms"] = round(row[label]["p50_ms"] - base, 3)
+                for label in runs:
+                    if label != "in-process":
+                        row[label]["added_p50_ms"] = round(row[label]["p50_ms"] - base, 3)
             ratios = [g.rps / r.rps for g, r in zip(runs["grpc"], runs["binary REST"], strict=True) if r.rps]
             row["grpc_x_rest"] = round(statistics.median(ratios), 3) if ratios else None
+            if use_h2load:
+                pairs = zip(runs["gRPC (h2load)"], runs["REST (h2load)"], strict=True)
+                ratios = [g.rps / r.rps for g, r in pairs if r.rps]
+                row["h2load_grpc_x_rest"] = round(statistics.median(ratios), 3) if ratios else None
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
@@ -89,7 +176,26 @@ def bench_model(name: str, path: Path, rounds: int, seconds: float | None) -> li
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = [
+    lines = []
+    if any("REST (h2load)" in r for r in rows):
+        lines += [
+            "Server against server, one C client (h2load) for both:",
+            "",
+            "| model | conc | REST req/s | gRPC req/s | gRPC / REST | REST p50 ms | gRPC p50 ms | REST p99 ms | "
+            "gRPC p99 ms | in-process p50 ms | added p50 ms REST / gRPC |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            rest, grpc = r["REST (h2load)"], r["gRPC (h2load)"]
+            inproc = r.get("in-process")
+            added = f"{rest['added_p50_ms']:+.2f} / {grpc['added_p50_ms']:+.2f}" if inproc else "-"
+            lines.append(
+                f"| {r['model']} | {r['concurrency']} | {rest['rps']:.1f} | {grpc['rps']:.1f} | "
+                f"{r['h2load_grpc_x_rest'] or float('nan'):.2f} | {rest['p50_ms']:.2f} | {grpc['p50_ms']:.2f} | "
+                f"{rest['p99_ms']:.2f} | {grpc['p99_ms']:.2f} | {inproc['p50_ms'] if inproc else '-'} | {added} |"
+            )
+        lines += ["", "With the Python clients (loadgen for REST, grpcio for gRPC):", ""]
+    lines += [
         "| model | conc | binary REST req/s | gRPC req/s | gRPC / REST | REST p50 ms | gRPC p50 ms | REST p99 ms | "
         "gRPC p99 ms | in-process p50 ms | added p50 ms REST / gRPC | client CPU us/req REST / gRPC |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",

@@ -134,7 +134,9 @@ class GrpcHandler(http2.Handler):
         encoding = headers.get(b"grpc-encoding", b"identity")
         if encoding not in ENCODINGS:
             self._refuse(
-                conn, stream, RpcError("UNIMPLEMENTED", f"grpc-encoding {encoding.decode(errors='replace')} is not served")
+                conn,
+                stream,
+                RpcError("UNIMPLEMENTED", f"grpc-encoding {encoding.decode(errors='replace')} is not served"),
             )
             return
         raw = headers.get(b"grpc-timeout")
@@ -169,7 +171,9 @@ class GrpcHandler(http2.Handler):
             if taken != len(stream.data):
                 raise RpcError("INVALID_ARGUMENT", "the request ends inside a message (its length prefix says more)")
             if len(messages) != 1:
-                raise RpcError("INVALID_ARGUMENT", f"a {call.method.kind} call takes one request message, not {len(messages)}")
+                raise RpcError(
+                    "INVALID_ARGUMENT", f"a {call.method.kind} call takes one request message, not {len(messages)}"
+                )
             request = self._parse(call.method, messages[0])
         except RpcError as exc:
             self._refuse(conn, stream, exc)
@@ -302,7 +306,9 @@ class GrpcHandler(http2.Handler):
         started = False
         try:
             async for message in call.method.handler(requests, stream.headers):
-                conn.send(stream, None if started else RESPONSE_HEADERS, frame_message(message.SerializeToString()), None)
+                conn.send(
+                    stream, None if started else RESPONSE_HEADERS, frame_message(message.SerializeToString()), None
+                )
                 started = True
                 while conn.pending_bytes(stream) > SEND_BUFFERED and not stream.done:
                     await conn.sent(stream)
@@ -334,9 +340,7 @@ class GrpcListener:
 
     def _connection(self) -> http2.Connection:
         conn = http2.Connection(self.handler, on_close=self.connections.discard)
-        self.connections.add(conn)
-        if self.handler.draining:
-            asyncio.get_running_loop().call_soon(conn.go_away)
+        self.connections.add(conn)  # while draining, served, and sent GOAWAY after its first answer
         return conn
 
     async def start(self, host: str, port: int) -> int:
@@ -347,7 +351,7 @@ class GrpcListener:
         """Ask every client to reconnect elsewhere after its calls in progress."""
         self.handler.draining = True
         for conn in list(self.connections):
-            if not conn.streams:
+            if conn.started and not conn.streams:  # the others are sent it after their next answer
                 conn.go_away()
 
     async def stop(self, grace_s: float) -> None:

@@ -172,10 +172,14 @@ class Connection(asyncio.Protocol):
         self.idle = asyncio.Event()
         self.idle.set()
 
+    @property
+    def started(self) -> bool:
+        """The client's preface has arrived: this is an HTTP/2 connection."""
+        return self._preface
+
     # asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
-        transport.write(SERVER_PREFACE)
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -209,6 +213,7 @@ class Connection(asyncio.Protocol):
                     return
                 del buf[: len(PREFACE)]
                 self._preface = True
+                self._out += SERVER_PREFACE  # ours once the client's shows it speaks HTTP/2
             pos, end = 0, len(buf)
             while end - pos >= 9:
                 hi, lo, kind, flags, stream_id = _FRAME.unpack_from(buf, pos)
@@ -462,7 +467,11 @@ class Connection(asyncio.Protocol):
             self._schedule_flush()
 
     def go_away(self) -> None:
-        """Tell the client to open no more streams here; those open are served to their end."""
+        """Tell the client to open no more streams here; those open are served to their end. Before
+        the client's preface, the connection is closed instead (a GOAWAY may not come first)."""
+        if not self._preface:
+            self.close()
+            return
         if not self.going_away and not self.closed:
             self.going_away = True
             self._out += frame(GOAWAY, 0, 0, _U32.pack(self._last_id) + _U32.pack(NO_ERROR))

@@ -166,6 +166,7 @@ async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> i
     http = HttpServer(app, app.too_large, config.max_body_bytes, payload_offset_header=BINARY_HEADER, screen=app.screen)
     stop = asyncio.Event()
     hurry = asyncio.Event()  # a second signal, or SIGINT: no drain delay
+    grpc_server = None
 
     def on_signal(signame: str) -> None:
         if stop.is_set() or signame != "SIGTERM":
@@ -174,14 +175,15 @@ async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> i
             log.info("%s: readiness off, finishing in-flight requests", signame)
         dataplane.drain()  # readiness drops before anything else happens
         http.draining = True
+        if grpc_server is not None:
+            grpc_server.drain()  # gRPC clients are told (GOAWAY) to take their next calls elsewhere
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
     await http.start(sock)
-    grpc_server = None
     if config.grpc_port:
-        from .grpc_app import GrpcServer  # grpc is imported only when it is served
+        from .grpc_app import GrpcServer  # imported only when gRPC is served
 
         grpc_server = GrpcServer(dataplane, config.host, config.grpc_port, config.auth_token, config.max_body_bytes)
         try:
@@ -255,6 +257,7 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("hpack").setLevel(logging.INFO)  # at debug it logs every header of every call
 
 
 def serve(config: RuntimeConfig) -> int:
