@@ -63,7 +63,7 @@ def h2load(label: str, args: list[str], concurrency: int, seconds: float) -> Res
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         out = subprocess.run(
-            ["h2load", "-D", f"{seconds:g}", "--warm-up-time", "0.3", "--log-file", log.name, *args],
+            ["h2load", "-D", f"{round(seconds * 1000)}ms", "--warm-up-time", "300ms", "--log-file", log.name, *args],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         wall = time.perf_counter() - started - 0.3

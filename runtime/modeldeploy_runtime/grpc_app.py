@@ -53,7 +53,6 @@ class InferenceService:
         self.dp = dataplane
         self.auth = BearerAuth(auth_token)
         self.max_message_bytes = max_message_bytes
-        self.calls = 0  # inference calls in progress
 
     def methods(self) -> dict[bytes, Method]:
         v2 = {
@@ -88,24 +87,24 @@ class InferenceService:
         )
 
     # health ---------------------------------------------------------------------------------
-    async def server_live(self, request, headers):
+    async def server_live(self, request, call):
         return pb.ServerLiveResponse(live=True)
 
-    async def server_ready(self, request, headers):
+    async def server_ready(self, request, call):
         return pb.ServerReadyResponse(ready=self.dp.ready)
 
-    async def model_ready(self, request, headers):
+    async def model_ready(self, request, call):
         try:
             return pb.ModelReadyResponse(ready=self.dp.model_ready(request.name, request.version))
         except ServingError as exc:
             raise rpc_error(exc) from None
 
     # metadata -------------------------------------------------------------------------------
-    async def server_metadata(self, request, headers):
+    async def server_metadata(self, request, call):
         meta = self.dp.server_metadata()
         return pb.ServerMetadataResponse(name=meta["name"], version=meta["version"], extensions=meta["extensions"])
 
-    async def model_metadata(self, request, headers):
+    async def model_metadata(self, request, call):
         try:
             meta = self.dp.model_metadata(request.name, request.version)
         except ServingError as exc:
@@ -135,18 +134,15 @@ class InferenceService:
         response = await self.dp.infer(name, version, decoded, protocol=PROTOCOL, started=started, alone=alone)
         return encode_infer_response(response)
 
-    async def model_infer(self, request, headers):
+    async def model_infer(self, request, call):
         started = time.perf_counter()
-        self.calls += 1
         try:
-            # alone: no other gRPC inference is in progress, so nothing could join this one's batch
-            return await self._serve(request, started, self.calls == 1)
+            # alone: no other gRPC call is in progress, so nothing could join this one's batch
+            return await self._serve(request, started, call.alone)
         except ServingError as exc:
             raise rpc_error(exc) from None
-        finally:
-            self.calls -= 1
 
-    async def model_stream_infer(self, requests, headers):
+    async def model_stream_infer(self, requests, call):
         """Each request gets one ModelStreamInferResponse, in the order they finish (tritonclient
         matches them by ``id``); a refused request gets its error_message and the stream goes on."""
         done: asyncio.Queue = asyncio.Queue()
@@ -216,13 +212,13 @@ class HealthService:
             )
         return None
 
-    async def check(self, request, headers):
+    async def check(self, request, call):
         status = self._status(request.service)
         if status is None:
             raise RpcError("NOT_FOUND", f"unknown service {request.service!r}; ask '', {SERVICE!r} or {LIVE_SERVICE!r}")
         return health_pb2.HealthCheckResponse(status=status)
 
-    async def watch(self, request, headers):
+    async def watch(self, request, call):
         last = None
         while True:
             status = self._status(request.service)

@@ -5,8 +5,11 @@ It knows nothing of inference: the adapter (grpc_app.py) gives it a table of Met
 its request message type and an async handler, and a check of the call's metadata run before any
 of the request's data is kept. Handlers raise RpcError to answer with a status.
 
-A unary call's coroutine runs eagerly (eager.py), from the frame that ends its request to the
-first future it awaits: no task per call. Streaming calls get a task each.
+A unary call's coroutine runs eagerly (eager.py), once the read that completed its request has
+been handled, up to the first future it awaits: no task per call. Streaming calls get a task
+each. A handler learns whether its call is ``alone``: no other unary call is in progress or
+completed by the same read, so nothing could share its batch (what the REST server knows from a
+single open connection).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class RpcError(Exception):
 @dataclass(frozen=True)
 class Method:
     request: type  # the protobuf message class of its requests
-    handler: Callable  # unary: async (request, metadata) -> message; else an async generator
+    handler: Callable  # unary: async (request, call) -> message; else an async generator (requests, call)
     kind: str = "unary"  # "unary", "server_stream" (one request, many answers) or "bidi"
     open: bool = False  # served without the token
 
@@ -83,11 +86,16 @@ def frame_message(payload: bytes) -> bytes:
     return b"\x00" + len(payload).to_bytes(4, "big") + payload
 
 
-class _Call:
-    __slots__ = ("method", "encoding", "timeout", "runner", "queue", "waiter", "finished", "timer", "expired")
+class Call:
+    """One call, as its handler sees it: ``headers`` (the metadata, lower-case bytes) and ``alone``."""
 
-    def __init__(self, method: Method, encoding: bytes, timeout: float | None) -> None:
+    __slots__ = ("method", "headers", "alone", "encoding", "timeout", "runner", "queue", "waiter", "finished",
+                 "timer", "expired")  # fmt: skip
+
+    def __init__(self, method: Method, headers: dict[bytes, bytes], encoding: bytes, timeout: float | None) -> None:
         self.method = method
+        self.headers = headers
+        self.alone = False
         self.encoding = encoding
         self.timeout = timeout
         self.runner: Eager | asyncio.Task | None = None
@@ -115,6 +123,8 @@ class GrpcHandler(http2.Handler):
         self.oversize = oversize
         self.max_message = max_message
         self.draining = False  # each connection is sent GOAWAY after its next answer
+        self.inflight = 0  # unary calls started and not answered, on every connection
+        self._ready: list[tuple[http2.Connection, http2.Stream, Call, object]] = []  # completed by this read
 
     # http2.Handler ------------------------------------------------------------------------------
     def headers_received(self, conn: http2.Connection, stream: http2.Stream) -> None:
@@ -141,7 +151,7 @@ class GrpcHandler(http2.Handler):
             return
         raw = headers.get(b"grpc-timeout")
         timeout = parse_timeout(raw) if raw is not None else None
-        call = stream.app = _Call(method, encoding, timeout)
+        call = stream.app = Call(method, headers, encoding, timeout)
         if method.kind == "bidi":
             stream.limit = 1 << 62  # bounded by the window: granted only as messages are taken
             stream.eager = False
@@ -180,14 +190,27 @@ class GrpcHandler(http2.Handler):
             return
         stream.data = bytearray()
         if call.method.kind == "unary":
-            call.runner = Eager(self._unary(conn, stream, call, request))
+            self._ready.append((conn, stream, call, request))  # started by received()
         else:
             call.runner = asyncio.ensure_future(self._stream(conn, stream, call, request))
+            self._time(call)
+
+    def received(self, conn: http2.Connection) -> None:
+        ready, self._ready = self._ready, []
+        alone = len(ready) == 1 and self.inflight == 0
+        for conn, stream, call, request in ready:
+            if stream.done:  # reset by a later frame of the same read
+                continue
+            call.alone = alone
+            call.runner = Eager(self._unary(conn, stream, call, request))
+            self._time(call)
+
+    def _time(self, call: Call) -> None:
         if call.timeout is not None and not call.runner.done():
             call.timer = asyncio.get_running_loop().call_later(call.timeout, self._expire, call)
 
     @staticmethod
-    def _expire(call: _Call) -> None:
+    def _expire(call: Call) -> None:
         call.expired = True
         call.runner.cancel()
 
@@ -197,7 +220,7 @@ class GrpcHandler(http2.Handler):
             call.runner.cancel()
 
     # messages -----------------------------------------------------------------------------------
-    def _messages(self, data: bytearray, call: _Call, most: int = 1 << 30) -> tuple[list[bytes], int]:
+    def _messages(self, data: bytearray, call: Call, most: int = 1 << 30) -> tuple[list[bytes], int]:
         """The complete length-prefixed messages at the front of ``data`` (at most ``most``), and
         how many bytes they took."""
         out, pos = [], 0
@@ -234,7 +257,7 @@ class GrpcHandler(http2.Handler):
                 "INVALID_ARGUMENT", f"the request is not a valid {method.request.DESCRIPTOR.full_name}: {exc}"
             ) from exc
 
-    def _take_messages(self, conn: http2.Connection, stream: http2.Stream, call: _Call) -> None:
+    def _take_messages(self, conn: http2.Connection, stream: http2.Stream, call: Call) -> None:
         """Parse what a streaming call's handler can take now; the window reopens as it does."""
         room = STREAM_BUFFERED - len(call.queue)
         if room > 0 and not stream.done:
@@ -255,7 +278,7 @@ class GrpcHandler(http2.Handler):
         if call.waiter is not None and not call.waiter.done() and (call.queue or call.finished):
             call.waiter.set_result(None)
 
-    async def _requests(self, conn: http2.Connection, stream: http2.Stream, call: _Call):
+    async def _requests(self, conn: http2.Connection, stream: http2.Stream, call: Call):
         """A streaming call's requests, as its handler asks for them."""
         loop = asyncio.get_running_loop()
         while True:
@@ -281,9 +304,10 @@ class GrpcHandler(http2.Handler):
         if self.draining:
             conn.go_away()
 
-    async def _unary(self, conn: http2.Connection, stream: http2.Stream, call: _Call, request) -> None:
+    async def _unary(self, conn: http2.Connection, stream: http2.Stream, call: Call, request) -> None:
+        self.inflight += 1
         try:
-            response = await call.method.handler(request, stream.headers)
+            response = await call.method.handler(request, call)
         except RpcError as exc:
             self._refuse(conn, stream, exc)
             return
@@ -296,16 +320,17 @@ class GrpcHandler(http2.Handler):
             self._refuse(conn, stream, RpcError("INTERNAL", f"internal error: {exc}"))
             return
         finally:
+            self.inflight -= 1
             if call.timer is not None:
                 call.timer.cancel()
         conn.send(stream, RESPONSE_HEADERS, frame_message(response.SerializeToString()), OK_TRAILERS)
         self._answered(conn)
 
-    async def _stream(self, conn: http2.Connection, stream: http2.Stream, call: _Call, requests) -> None:
+    async def _stream(self, conn: http2.Connection, stream: http2.Stream, call: Call, requests) -> None:
         """A streaming handler's answers as they come, then OK; an RpcError ends the call with it."""
         started = False
         try:
-            async for message in call.method.handler(requests, stream.headers):
+            async for message in call.method.handler(requests, call):
                 conn.send(
                     stream, None if started else RESPONSE_HEADERS, frame_message(message.SerializeToString()), None
                 )

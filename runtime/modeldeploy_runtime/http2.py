@@ -139,6 +139,9 @@ class Handler:
     def headers_received(self, conn: Connection, stream: Stream) -> None: ...
     def data_received(self, conn: Connection, stream: Stream) -> None: ...
     def stream_ended(self, conn: Connection, stream: Stream) -> None: ...
+    def received(self, conn: Connection) -> None:
+        """Every frame of one read has been handled (the requests it completed can start together)."""
+
     def stream_reset(self, conn: Connection, stream: Stream) -> None: ...
 
 
@@ -228,6 +231,8 @@ class Connection(asyncio.Protocol):
             del buf[:pos]
         except ConnectionError_ as exc:
             self.abort(exc.code, str(exc))
+        if not self.closed:
+            self.handler.received(self)
         self._flush()
 
     # frames -------------------------------------------------------------------------------------

@@ -380,3 +380,23 @@ def test_nghttp2s_client_gets_every_call_answered(server, tmp_path):
     ).stdout  # fmt: skip
     assert "2000 succeeded, 0 failed, 0 errored" in out and "status codes: 2000 2xx" in out, out
     assert metric(server, series) == before + 2000
+
+
+def test_calls_arriving_together_on_one_connection_share_a_batch(server):
+    """Eight calls in one write: none is 'alone', so they queue for the batcher together rather
+    than each running by itself on the event loop."""
+    multi = 'modeldeploy_batch_size_count{model="two"}'
+    single = 'modeldeploy_batch_size_bucket{le="1.0",model="two"}'
+    batches, singles = metric(server, multi), metric(server, single)
+    c = Client(server.grpc_port)
+    out = b""
+    for i in range(8):
+        block = c.encoder.encode([(":method", "POST"), (":scheme", "http"), (":path", INFER), (":authority", "x"),
+                                  ("content-type", "application/grpc"), ("authorization", f"Bearer {TOKEN}")])  # fmt: skip
+        out += frame(HEADERS, 0x4, 1 + 2 * i, block) + frame(DATA, 0x1, 1 + 2 * i, message(infer_request()))
+    c.sock.sendall(out)
+    for i in range(8):
+        assert c.answer(1 + 2 * i)[2][b"grpc-status"] == b"0"
+    c.close()
+    ran = metric(server, multi) - batches
+    assert ran < 8 and ran - (metric(server, single) - singles) >= 1, "no batch of more than one request"
