@@ -109,8 +109,8 @@ class OpenVinoBackend:
             import openvino as ov
         except ImportError as exc:
             raise BackendError(
-                f"the OpenVINO backend needs the openvino package ({exc}); use the CPU runtime image, "
-                "or pip install 'modeldeploy[openvino]'"
+                f"the OpenVINO backend needs the openvino package ({exc}); use the CPU or the GPU runtime image "
+                "(both carry it), or pip install 'modeldeploy[openvino]'"
             ) from exc
         core = ov.Core()
         hint = check_precision(
