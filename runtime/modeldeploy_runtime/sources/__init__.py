@@ -98,10 +98,11 @@ def resolve_model(model_path: str, sha256: str, cache_dir: str, options: SourceO
 def _fetch_weights(model_uri: str, model_file: str, cache_dir: str, options: SourceOptions) -> str:
     """NAME.bin of an IR, into the folder of NAME.xml (OpenVINO reads them side by side). It has no
     sha256 of its own in the spec: its store's checksum checks it, and a cached copy is reused
-    while the store names the same version (see download.cached_file_is_current)."""
+    while the store names the same version or, from a web server (no version), while it hashes as
+    it did when it arrived beside this pinned .xml (see download.cached_file_is_current)."""
     uri = weights_of(model_uri)
     try:
-        return fetch(store_for(uri, options), "", weights_of(model_file))
+        return fetch(store_for(uri, options), "", weights_of(model_file), keep_unversioned=True)
     except SourceError as exc:
         raise ModelLoadFailed(
             f"the weights file {uri} of the OpenVINO IR {model_uri} cannot be fetched: {exc}; put NAME.bin "

@@ -141,9 +141,11 @@ def sha256_file(path: str, hashers: _Hashers | None = None) -> str:
     return hashers.hexdigest("sha256") or ""
 
 
-def cached_file_is_current(store: Store, dest: str, sha256: str) -> bool:
+def cached_file_is_current(store: Store, dest: str, sha256: str, keep_unversioned: bool = False) -> bool:
     """With a sha256 the file is checked against it, offline. Without one, the store is asked
-    (metadata only) whether the object is still the version the file came from."""
+    (metadata only) whether the object is still the version the file came from. With
+    ``keep_unversioned``, a file from a store that names no version is kept while it hashes as it
+    did when it arrived."""
     if not os.path.isfile(dest):
         return False
     if sha256:
@@ -163,10 +165,10 @@ def cached_file_is_current(store: Store, dest: str, sha256: str) -> bool:
         return True
     if kept.get("version") and _stamp(kept) == _stamp(info):
         return True
-    if not info.version and kept.get("sha256"):
-        # A web server names no version. Only the weights of an OpenVINO IR are fetched from one
-        # without a sha256 (the spec's pins the .xml, whose cache folder this is): the copy that
-        # arrived beside that .xml is kept while it still hashes as it did.
+    if keep_unversioned and not info.version and kept.get("sha256"):
+        # A web server names no version. The weights of an OpenVINO IR are fetched from one without
+        # a sha256 (the spec's pins the .xml, whose cache folder this is): the copy that arrived
+        # beside that .xml is kept while it still hashes as it did.
         if sha256_file(dest) == kept["sha256"]:
             return True
         log.warning("cached %s no longer has the sha256 it was downloaded with; downloading again", dest)
@@ -175,11 +177,12 @@ def cached_file_is_current(store: Store, dest: str, sha256: str) -> bool:
     return False
 
 
-def fetch(store: Store, sha256: str, dest: str) -> str:
-    """``dest`` holding the verified object; raises SourceError (ChecksumMismatch included)."""
+def fetch(store: Store, sha256: str, dest: str, keep_unversioned: bool = False) -> str:
+    """``dest`` holding the verified object; raises SourceError (ChecksumMismatch included).
+    ``keep_unversioned``: see cached_file_is_current."""
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     with _locked(dest + ".lock"):
-        if cached_file_is_current(store, dest, sha256):
+        if cached_file_is_current(store, dest, sha256, keep_unversioned):
             log.info("using cached model %s", dest)
             return dest
         restarts, interruptions = 0, 0
