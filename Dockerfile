@@ -9,9 +9,10 @@
 # `operator` is a slim Python image with kopf and the Kubernetes client, no inference libraries
 # (plus boto3 and google-cloud-storage for the pre-flight check of s3:// and gs:// models, the
 # `s3` and `gcs` extras, which the runtime images carry for the download).
-# `runtime` is NVIDIA's TensorRT image (CUDA, cuDNN, TensorRT) with onnxruntime-gpu, pycuda and
-# NVML, no kopf. `runtime-cpu` is the slim Python image with the CPU runtime (onnxruntime), for
-# clusters and demos without GPUs. All run as uid/gid 10001 (modeldeploy_contract.UID/GID), which
+# `runtime` is NVIDIA's TensorRT image (CUDA, cuDNN, TensorRT) with onnxruntime-gpu, pycuda,
+# NVML and OpenVINO (for `backend: openvino` on the node's CPU), no kopf. `runtime-cpu` is the
+# slim Python image with the CPU runtime (onnxruntime, OpenVINO, LiteRT), for clusters and demos
+# without GPUs. All run as uid/gid 10001 (modeldeploy_contract.UID/GID), which
 # the chart and the operator's pods also set; the runtime images' ENTRYPOINT and CMD are
 # modeldeploy_contract.ENTRYPOINT and SERVE_ARGS, and the operator renders only `args`.
 
@@ -55,6 +56,11 @@ CMD ["--all-namespaces"]
 # extra; its onnxruntime-gpu bound keeps to the CUDA 12 builds (see pyproject.toml);
 # pycuda compiles against its CUDA toolkit. pip installs into the image's own Python: it is
 # the only one there, and Ubuntu 24.04's externally-managed marker is meant for hosts, not images.
+# The `openvino` extra serves `backend: openvino` (ONNX or OpenVINO IR, fp32, or bf16 on x86 CPUs
+# with bf16 instructions) on the node's CPU in this image too. PyPI has its wheel for both
+# architectures of this base image: openvino 2026.4.1 for CPython 3.12 is manylinux_2_28_x86_64
+# (59 MB wheel, 180 MB installed) and manylinux_2_35_aarch64 (30 MB, 97 MB installed); with it
+# comes only openvino-telemetry (under 1 MB); its numpy is the one onnxruntime-gpu brings.
 FROM ${TENSORRT_IMAGE} AS runtime
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_BREAK_SYSTEM_PACKAGES=1 \
@@ -62,7 +68,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 COPY --from=source /src /tmp/modeldeploy-src
-RUN python3 -m pip install --no-cache-dir "/tmp/modeldeploy-src[gpu,s3,gcs]" \
+RUN python3 -m pip install --no-cache-dir "/tmp/modeldeploy-src[gpu,openvino,s3,gcs]" \
  && rm -rf /tmp/modeldeploy-src \
  && groupadd --system --gid 10001 modeldeploy \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin modeldeploy \

@@ -48,6 +48,7 @@ class ModelFormat(StrEnum):
     ONNX = "onnx"
     TENSORRT = "tensorrt"
     TFLITE = "tflite"
+    OPENVINO = "openvino"
 
 
 class Backend(StrEnum):
@@ -189,7 +190,8 @@ class ModelSource(Model):
         description=(
             "Hex SHA-256 of the model file. Required for http(s) URIs; checked before serving. Optional for s3:// "
             "and gs://, whose downloads are also checked against the store's own checksum when it keeps one "
-            "(S3 ChecksumSHA256, GCS md5/crc32c)."
+            "(S3 ChecksumSHA256, GCS md5/crc32c). For an OpenVINO IR it is the .xml file's; the .bin is checked "
+            "against the store's checksum only."
         ),
         pattern=r"^[a-f0-9]{64}$",
     )
@@ -197,7 +199,8 @@ class ModelSource(Model):
         default=ModelFormat.ONNX,
         description=(
             "`onnx` for an ONNX model, `tensorrt` for a serialized TensorRT engine (GPU only), "
-            "`tflite` for a LiteRT (TensorFlow Lite) model."
+            "`tflite` for a LiteRT (TensorFlow Lite) model, `openvino` for an OpenVINO IR: the URI names "
+            "NAME.xml and NAME.bin (the weights) lies beside it; served by backend openvino (or auto)."
         ),
     )
     name: str | None = Field(
@@ -311,10 +314,11 @@ class Runtime(Model):
     backend: Backend | None = Field(
         default=None,
         description=(
-            "`onnxruntime`, `tensorrt`, `openvino` (ONNX models on the CPU; needed for bf16), `litert` "
+            "`onnxruntime`, `tensorrt`, `openvino` (ONNX models and OpenVINO IR on the CPU; needed for bf16), `litert` "
             "(tflite models) or `auto` (an ONNX model on a CPU-only pod: ONNX Runtime and OpenVINO are timed at "
             "warm-up and the faster one that agrees with ONNX Runtime serves; the choice is in model metadata). "
-            "Defaults to `onnxruntime` for ONNX models, `tensorrt` for engines, `litert` for tflite."
+            "Defaults to `onnxruntime` for ONNX models, `tensorrt` for engines, `litert` for tflite, `openvino` "
+            "for OpenVINO IR."
         ),
     )
     precision: Precision = Field(
@@ -577,6 +581,8 @@ class ModelDeploymentSpec(Model):
             return self.runtime.backend
         if self.model.format == ModelFormat.TFLITE:
             return Backend.LITERT
+        if self.model.format == ModelFormat.OPENVINO:
+            return Backend.OPENVINO
         return Backend.TENSORRT if self.model.format == ModelFormat.TENSORRT else Backend.ONNXRUNTIME
 
 

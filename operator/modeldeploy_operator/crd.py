@@ -86,7 +86,7 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], with_defaults: bool) ->
 
 PRINTER_COLUMNS = [
     {"name": "Model", "type": "string", "jsonPath": ".status.modelName", "description": "Served model name"},
-    {"name": "Format", "type": "string", "jsonPath": ".spec.model.format", "description": "onnx or tensorrt"},
+    {"name": "Format", "type": "string", "jsonPath": ".spec.model.format", "description": "The model format"},
     {"name": "Ready", "type": "string", "jsonPath": ".status.ready", "description": "Ready over desired pods"},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Lifecycle phase"},
     {"name": "Revision", "type": "integer", "jsonPath": ".status.revision", "description": "Deployment revision"},

@@ -1,7 +1,7 @@
 """The pre-flight check of an s3:// or gs:// model, before any pod is created: the credentials
 Secret is read and checked, and the store is asked for the object's metadata (a HEAD; when that
-fails, a ranged GET of one byte, since a HEAD's answer carries no error code). The model itself is
-never downloaded here.
+fails, a ranged GET of one byte, since a HEAD's answer carries no error code); for an OpenVINO IR,
+of its .bin too. The model itself is never downloaded here.
 
 A source that passed is not asked again while its settings and Secret stay the same, so a resync
 costs no request to the store; one that failed is asked again on the next reconcile, so fixing the
@@ -16,6 +16,7 @@ from typing import Any
 
 import modeldeploy_contract.sources as contract
 from kubernetes.client.exceptions import ApiException
+from modeldeploy_contract.openvino_ir import is_ir, weights_of
 
 from . import api, naming
 from .kube import Kube
@@ -124,23 +125,38 @@ def probe_s3(spec: api.ModelDeploymentSpec, data: dict[str, str]) -> tuple[list[
             )
         return type(exc).__name__, None
 
-    try:
-        client.head_object(Bucket=bucket, Key=key)
-        return [], None
-    except (ClientError, BotoCoreError) as exc:
-        code, status = code_of(exc)
-    if code.isdigit() or not code:
-        try:  # one byte, for the error code a HEAD cannot carry
-            client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].close()
-            return [], None
+    def failure_of(key: str) -> tuple[str, int | None] | None:
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+            return None
         except (ClientError, BotoCoreError) as exc:
-            better = code_of(exc)
-            if better[0]:
-                code, status = better
-    diagnosis = contract.classify_s3(code, status)
-    if not signed and diagnosis.reason not in ANONYMOUS_FINDS and code not in ("NoSuchBucket", "NoSuchKey"):
-        return [], pod_identity_note(spec)
-    return [diagnosis_problem(diagnosis, spec)], None
+            code, status = code_of(exc)
+        if code.isdigit() or not code:
+            try:  # one byte, for the error code a HEAD cannot carry
+                client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].close()
+                return None
+            except (ClientError, BotoCoreError) as exc:
+                better = code_of(exc)
+                if better[0]:
+                    code, status = better
+        return code, status
+
+    for each in object_keys(spec, key):
+        if (found := failure_of(each)) is None:
+            continue
+        code, status = found
+        diagnosis = contract.classify_s3(code, status)
+        if not signed and diagnosis.reason not in ANONYMOUS_FINDS and code not in ("NoSuchBucket", "NoSuchKey"):
+            return [], pod_identity_note(spec)
+        return [diagnosis_problem(diagnosis, spec, each)], None
+    return [], None
+
+
+def object_keys(spec: api.ModelDeploymentSpec, key: str) -> list[str]:
+    """The model's key, and for an OpenVINO IR the key of its weights beside it (both are fetched)."""
+    if spec.model.format == api.ModelFormat.OPENVINO and is_ir(key):
+        return [key, weights_of(key)]
+    return [key]
 
 
 def probe_gcs(spec: api.ModelDeploymentSpec, data: dict[str, str]) -> tuple[list[Problem], str | None]:
@@ -183,18 +199,20 @@ def probe_gcs(spec: api.ModelDeploymentSpec, data: dict[str, str]) -> tuple[list
         code = getattr(exc, "code", None)
         return (code if isinstance(code, int) else None), type(exc).__name__
 
-    try:
-        bucket.blob(key).reload(timeout=TIMEOUT_S, retry=None)
-        return [], None
-    except Exception as exc:  # google.api_core.exceptions.*, google.auth.exceptions.*, requests.*
-        status, name = status_of(exc)
-    missing = None
-    if status == 404:
+    for each in object_keys(spec, key):
         try:
-            missing = not bucket.exists(timeout=TIMEOUT_S, retry=None)
-        except Exception:
-            missing = None
-    diagnosis = contract.classify_gcs(status, name, bucket_missing=missing)
-    if not signed and diagnosis.reason not in ANONYMOUS_FINDS and not (status == 404 and missing is not None):
-        return [], pod_identity_note(spec)
-    return [diagnosis_problem(diagnosis, spec)], None
+            bucket.blob(each).reload(timeout=TIMEOUT_S, retry=None)
+            continue
+        except Exception as exc:  # google.api_core.exceptions.*, google.auth.exceptions.*, requests.*
+            status, name = status_of(exc)
+        missing = None
+        if status == 404:
+            try:
+                missing = not bucket.exists(timeout=TIMEOUT_S, retry=None)
+            except Exception:
+                missing = None
+        diagnosis = contract.classify_gcs(status, name, bucket_missing=missing)
+        if not signed and diagnosis.reason not in ANONYMOUS_FINDS and not (status == 404 and missing is not None):
+            return [], pod_identity_note(spec)
+        return [diagnosis_problem(diagnosis, spec, each)], None
+    return [], None

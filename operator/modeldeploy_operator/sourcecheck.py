@@ -30,9 +30,10 @@ def _field_of(part: str, spec: api.ModelDeploymentSpec) -> str:
     return "spec.model.uri"
 
 
-def _fix(part: str, spec: api.ModelDeploymentSpec) -> str:
+def _fix(part: str, spec: api.ModelDeploymentSpec, key: str | None = None) -> str:
     model, kind = spec.model, scheme(spec.model)
-    bucket, _, key = model.uri.partition("://")[2].partition("/")
+    bucket, _, model_key = model.uri.partition("://")[2].partition("/")
+    key = key or model_key
     secret = model.credentials.secret_name if model.credentials else None
     s3 = model.s3 or api.S3Settings()
     endpoint = (s3.endpoint if kind == "s3" else (model.gcs.endpoint if model.gcs else None)) or "the default"
@@ -41,7 +42,12 @@ def _fix(part: str, spec: api.ModelDeploymentSpec) -> str:
     return {
         contract.BUCKET: f"bucket {bucket!r} does not exist at endpoint {endpoint}: fix the bucket in the URI "
         "(or spec.model.s3.endpoint)",
-        contract.KEY: f"no object {key!r} in bucket {bucket!r}: fix the key in the URI (the path after the bucket)",
+        contract.KEY: (
+            f"no object {key!r} in bucket {bucket!r}: fix the key in the URI (the path after the bucket)"
+            if key == model_key
+            else f"no object {key!r} in bucket {bucket!r}, the weights of the OpenVINO IR {model_key!r}: put "
+            "NAME.bin beside NAME.xml in the bucket"
+        ),
         contract.CREDENTIALS: (
             f"the store refuses the credentials in Secret {secret!r}: put valid {keys} in it"
             if secret
@@ -61,10 +67,11 @@ def _fix(part: str, spec: api.ModelDeploymentSpec) -> str:
     }.get(part, f"the store refused the check of {model.uri}")
 
 
-def diagnosis_problem(diagnosis: contract.Diagnosis, spec: api.ModelDeploymentSpec) -> Problem:
+def diagnosis_problem(diagnosis: contract.Diagnosis, spec: api.ModelDeploymentSpec, key: str | None = None) -> Problem:
+    """``key``: the object the store answered for, when not the model's own (an IR's .bin)."""
     return Problem(
         _field_of(diagnosis.part, spec),
-        f"{diagnosis.detail}: {_fix(diagnosis.part, spec)}",
+        f"{diagnosis.detail}: {_fix(diagnosis.part, spec, key)}",
         diagnosis.reason,
     )
 

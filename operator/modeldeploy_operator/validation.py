@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from modeldeploy_contract.openvino_ir import is_ir
+
 from . import api, k8s_checks
 from .render.common import Target
 from .render.deployment import runtime_env
@@ -130,6 +132,46 @@ def _engine(spec: Spec) -> list[Problem]:
                 f"{runtime.precision} applies to the TensorRT execution "
                 "provider on a GPU: set spec.resources.gpu >= 1, or keep fp32 on CPU and serve an INT8 "
                 "model quantized with `modeldeploy optimize --int8`",
+            )
+        )
+    return problems
+
+
+def _openvino_ir(spec: Spec) -> list[Problem]:
+    """An OpenVINO IR is read by OpenVINO alone, from NAME.xml with NAME.bin beside it."""
+    model, problems = spec.model, []
+    if model.format != api.ModelFormat.OPENVINO:
+        if model.format == api.ModelFormat.ONNX and is_ir(model.uri):
+            problems.append(
+                Problem(
+                    "spec.model.format",
+                    "is onnx (the default) but spec.model.uri names an .xml file, an OpenVINO IR: set "
+                    "spec.model.format to openvino",
+                )
+            )
+        return problems
+    if spec.backend not in (api.Backend.OPENVINO, api.Backend.AUTO):
+        problems.append(
+            Problem(
+                "spec.runtime.backend",
+                f"{spec.backend} cannot read an OpenVINO IR (spec.model.format: openvino): set "
+                "spec.runtime.backend to openvino or auto (or omit it), or serve the ONNX model the IR was "
+                "converted from with spec.model.format: onnx",
+            )
+        )
+    if not is_ir(model.uri):
+        problems.append(
+            Problem(
+                "spec.model.uri",
+                f"{model.uri!r} does not name an .xml file: an OpenVINO IR is served from NAME.xml with its "
+                "weights in NAME.bin beside it; give the URI of the .xml",
+            )
+        )
+    if spec.runtime.precision == api.Precision.FP16:
+        problems.append(
+            Problem(
+                "spec.runtime.precision",
+                "fp16 is not served by OpenVINO on the CPU, the only engine reading an IR: set fp32 or bf16",
             )
         )
     return problems
@@ -325,6 +367,7 @@ CHECKS = (
     source_problems,
     _golden_set,
     _engine,
+    _openvino_ir,
     _gpu_product,
     _resources_and_env,
     _network_policy,

@@ -18,6 +18,7 @@ from typing import Any
 
 import modeldeploy_contract as contract
 import modeldeploy_contract.sources as sources_contract
+from modeldeploy_contract.openvino_ir import is_ir
 
 
 class ConfigError(ValueError):
@@ -44,7 +45,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("model_name", "MODELDEPLOY_MODEL_NAME", "--name", "str", None, "served model name"),
     Setting("model_version", "MODELDEPLOY_MODEL_VERSION", "--version", "str", "1", "served version"),
     Setting("model_format", "MODELDEPLOY_MODEL_FORMAT", "--format", "choice", "",
-            "model format (default: from the file suffix)", choices=("onnx", "tensorrt", "tflite")),
+            "model format (default: from the file suffix)", choices=("onnx", "tensorrt", "tflite", "openvino")),
     Setting("backend", "MODELDEPLOY_BACKEND", "--backend", "choice", "",
             "inference backend (default: from the format)", choices=("onnxruntime", "tensorrt", "openvino", "litert", "auto")),
     Setting("precision", "MODELDEPLOY_PRECISION", "--precision", "choice", "fp32",
@@ -115,8 +116,14 @@ SETTINGS: tuple[Setting, ...] = (
 
 _BY_FIELD = {s.field: s for s in SETTINGS}
 # The backend a model format gets when none is set, and the backends that can serve each format.
-DEFAULT_BACKEND = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "tflite": "litert"}
-SERVES = {"onnx": ("onnxruntime", "openvino", "auto"), "tensorrt": ("tensorrt",), "tflite": ("litert",)}
+# An OpenVINO IR (NAME.xml with its weights in NAME.bin) is read by OpenVINO alone.
+DEFAULT_BACKEND = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "tflite": "litert", "openvino": "openvino"}
+SERVES = {
+    "onnx": ("onnxruntime", "openvino", "auto"),
+    "tensorrt": ("tensorrt",),
+    "tflite": ("litert",),
+    "openvino": ("openvino", "auto"),
+}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -264,6 +271,8 @@ def _suffix_format(path: str) -> str | None:
         return "tensorrt"
     if tail.endswith(".tflite"):
         return "tflite"
+    if tail.endswith(".xml"):
+        return "openvino"
     return None
 
 
@@ -340,7 +349,7 @@ def validate(values: dict[str, Any]) -> RuntimeConfig:
     if not fmt:
         raise ConfigError(
             f"{_where(_BY_FIELD['model_format'])} is not set and {path!r} has no known suffix "
-            "(.onnx, .engine, .plan, .tflite); set it to onnx, tensorrt or tflite"
+            "(.onnx, .engine, .plan, .tflite, .xml); set it to onnx, tensorrt, tflite or openvino"
         )
     values["model_format"] = fmt
     backend = values["backend"] or DEFAULT_BACKEND[fmt]
@@ -355,6 +364,17 @@ def validate(values: dict[str, Any]) -> RuntimeConfig:
             "with `modeldeploy optimize`, or set it to onnxruntime (which uses the TensorRT "
             "execution provider when a GPU is present)"
         )
+    if fmt == "openvino" and backend not in SERVES[fmt]:
+        raise ConfigError(
+            f"{_where(_BY_FIELD['backend'])} is {backend!r} but the model is an OpenVINO IR (.xml + .bin), "
+            "which only OpenVINO reads; set it to openvino or auto, or leave it unset (or serve the ONNX model "
+            "the IR was converted from)"
+        )
+    if fmt == "openvino" and not is_ir(path):
+        raise ConfigError(
+            f"{_where(_BY_FIELD['model_path'])} is {path!r}; an OpenVINO IR is read from NAME.xml with its "
+            "weights in NAME.bin beside it: give the path or URI of the .xml file"
+        )
     if backend not in SERVES[fmt]:
         raise ConfigError(
             f"{_where(_BY_FIELD['backend'])} is {backend!r} but the model is {fmt}; set it to "
@@ -367,10 +387,11 @@ def validate(values: dict[str, Any]) -> RuntimeConfig:
             f"{_where(_BY_FIELD['precision'])} is bf16, which only the openvino backend serves (on CPUs with "
             f"bf16 instructions); set MODELDEPLOY_BACKEND to openvino, or the precision to fp32"
         )
-    if precision == "fp16" and backend in ("openvino", "litert"):
+    engine = "openvino" if fmt == "openvino" else backend  # auto on an IR is OpenVINO
+    if precision == "fp16" and engine in ("openvino", "litert"):
         raise ConfigError(
-            f"{_where(_BY_FIELD['precision'])} is fp16, which the {backend} backend does not serve on the CPU; "
-            "set it to fp32" + (" or bf16" if backend == "openvino" else "")
+            f"{_where(_BY_FIELD['precision'])} is fp16, which the {engine} backend does not serve on the CPU; "
+            "set it to fp32" + (" or bf16" if engine == "openvino" else "")
         )
     _validate_golden_set(values)
     if values["latency_budget_ms"] > 0 and values["warmup_requests"] < 1:

@@ -74,7 +74,8 @@ def test_each_image_installs_only_its_own_extra():
     cpu_installs = " ".join(args_of(st["runtime-cpu-build"], "RUN"))
     # s3 and gcs: the object-store SDKs, for the download (runtimes) and the pre-flight check (operator).
     assert re.findall(r"\[([\w,]+)\]", operator_installs) == ["operator,s3,gcs"]
-    assert re.findall(r"\[([\w,]+)\]", runtime_installs) == ["gpu,s3,gcs"]
+    # openvino: `backend: openvino` on the node's CPU in the GPU image too (x86_64 and aarch64 wheels).
+    assert re.findall(r"\[([\w,]+)\]", runtime_installs) == ["gpu,openvino,s3,gcs"]
     assert re.findall(r"\[([\w,]+)\]", cpu_installs) == ["runtime,openvino,litert,s3,gcs"]
     assert not any(dep.startswith(("kopf", "onnxruntime")) for dep in extras["s3"] + extras["gcs"])
     assert not any(dep.startswith(("onnxruntime-gpu", "tensorrt", "pycuda")) for dep in extras["runtime"])

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.cluster
 def moto():
     server = MotoS3().start()
     server.put("models", "digits/m.onnx", b"not really a model: the operator never reads it")
+    server.put("models", "ir/m.xml", b"<?xml version='1.0'?><net/>")  # an OpenVINO IR without its .bin
     yield server
     server.stop()
 
@@ -129,6 +130,20 @@ def test_a_source_that_cannot_work_builds_nothing_and_says_why(
     )
     assert field in warnings[0]["message"]
     assert "Deployment" not in children(kctl, namespace)
+
+
+def test_an_openvino_ir_without_its_bin_builds_nothing(operator, namespace, kctl, custom, moto):
+    secret(kctl, namespace, "s3-credentials", **moto.keys.env())
+    credentials = {"secretName": "s3-credentials"}
+    apply(kctl, namespace, s3_model(moto, "s3://models/ir/m.xml", format="openvino", credentials=credentials))
+    message = condition(degraded(custom, namespace, "ModelSourceNotFound"), "Degraded")["message"]
+    assert "spec.model.uri: " in message and "no object 'ir/m.bin' in bucket 'models'" in message, message
+    assert "Deployment" not in children(kctl, namespace)
+    moto.put("models", "ir/m.bin", b"\0" * 16)
+    # A failed check is asked again at the next reconcile: a spec change brings it at once.
+    apply(kctl, namespace, s3_model(moto, "s3://models/ir/m.xml", format="openvino", credentials=credentials,
+                                    name="ir"))  # fmt: skip
+    wait_for(lambda: "Deployment" in children(kctl, namespace), 30, "the Deployment, once the .bin is there")
 
 
 def test_fixing_the_spec_lets_it_proceed(operator, namespace, kctl, custom, moto):

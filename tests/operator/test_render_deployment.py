@@ -170,8 +170,9 @@ def test_served_name_defaults_to_the_resource_name():
         ({"format": "onnx"}, {"backend": "onnxruntime", "precision": "fp16"}, "onnxruntime"),
         ({"format": "tflite"}, {}, "litert"),
         ({"format": "onnx"}, {"backend": "openvino", "precision": "bf16"}, "openvino"),
+        ({"format": "openvino", "uri": "pvc://models/ir/model.xml"}, {}, "openvino"),
     ],
-    ids=["onnx-default", "engine-default", "explicit", "tflite-default", "openvino"],
+    ids=["onnx-default", "engine-default", "explicit", "tflite-default", "openvino", "ir-default"],
 )
 def test_backend_defaults_from_the_model_format(model, runtime, backend):
     assert env_value("MODELDEPLOY_BACKEND", model=model, runtime=runtime) == backend

@@ -35,6 +35,35 @@ PROBLEMS = {
     "fp16-on-cpu": ({"runtime": {"precision": "fp16"}, **CPU}, "spec.runtime.precision", "set spec.resources.gpu >= 1"),
     "int8-on-cpu": ({"runtime": {"precision": "int8"}, **CPU}, "spec.runtime.precision", "modeldeploy optimize --int8"),
     "bf16-on-onnxruntime": ({"runtime": {"precision": "bf16"}, **CPU}, "spec.runtime.precision", "backend openvino"),
+    "ir-on-onnxruntime": (
+        {"model": {"format": "openvino", "uri": "/m/model.xml"}, "runtime": {"backend": "onnxruntime"}, **CPU},
+        "spec.runtime.backend",
+        "set spec.runtime.backend to openvino or auto",
+    ),
+    "ir-on-litert": (
+        {"model": {"format": "openvino", "uri": "/m/model.xml"}, "runtime": {"backend": "litert"}, **CPU},
+        "spec.runtime.backend",
+        "litert cannot read an OpenVINO IR",
+    ),
+    "ir-not-xml": (
+        {"model": {"format": "openvino", "uri": "pvc://models/model.onnx"}, **CPU},
+        "spec.model.uri",
+        "give the URI of the .xml",
+    ),
+    "ir-at-fp16": (
+        {
+            "model": {"format": "openvino", "uri": "/m/model.xml"},
+            "runtime": {"precision": "fp16"},
+            "resources": {"gpu": 1},
+        },
+        "spec.runtime.precision",
+        "set fp32 or bf16",
+    ),
+    "xml-as-onnx": (
+        {"model": {"uri": "s3://models/ir/model.xml"}, **CPU},
+        "spec.model.format",
+        "set spec.model.format to openvino",
+    ),
     "gpu-product-without-gpu": (
         {"resources": {"gpu": 0, "gpuProduct": "NVIDIA-A100-SXM4-80GB"}},
         "spec.resources.gpuProduct",
@@ -218,6 +247,12 @@ VALID = {
     "url-with-sha256": {"model": {"uri": "https://e.com/m.onnx", "sha256": "ab" * 32}},
     "bf16-on-openvino": {"runtime": {"backend": "openvino", "precision": "bf16"}, **CPU},
     "tflite-on-litert": {"model": {"format": "tflite", "uri": "/m.tflite"}, **CPU},
+    "ir-default-backend": {"model": {"format": "openvino", "uri": "pvc://models/ir/model.xml"}, **CPU},
+    "ir-on-auto-bf16": {
+        "model": {"format": "openvino", "uri": "https://e.com/m.xml?token=t", "sha256": "ab" * 32},
+        "runtime": {"backend": "auto", "precision": "bf16"},
+        **CPU,
+    },
     "scaled-on-metrics-only": {
         **CPU,
         "autoscaling": {**SCALED, "metrics": [{"name": "modeldeploy_inflight_requests", "targetAverageValue": "4"}]},

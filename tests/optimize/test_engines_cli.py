@@ -4,6 +4,7 @@ reference, .tflite files on LiteRT, and the flags that cannot work together."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,32 @@ def test_bench_runs_tflite_and_openvino(tmp_path):
     result = run_cli("bench", str(DEMO_MODEL), "--engine", "openvino", "--batch-sizes", "1", "--duration", "0.2")
     assert result.returncode == 0, result.stderr
     assert "openvino" in result.stdout
+
+
+@pytest.fixture
+def demo_ir(tmp_path) -> Path:
+    """The demo model as OpenVINO IR, as `ovc` writes it (tests/fixtures/make_openvino_ir.py)."""
+    sys.path.insert(0, str(TFLITE.parent))
+    import make_openvino_ir
+
+    return make_openvino_ir.convert(DEMO_MODEL, tmp_path / "digits.xml")
+
+
+def test_validate_and_bench_take_an_openvino_ir(demo_ir, tmp_path):
+    out = tmp_path / "report.json"
+    result = run_cli("validate", str(DEMO_MODEL), str(demo_ir), "--engine", "openvino", "--samples", "32",
+                     "--max-rel-error", "1e-3", "--json", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "openvino" in json.loads(out.read_text())["candidate_runs_on"]
+    bench_out = tmp_path / "bench.json"
+    result = run_cli("bench", str(demo_ir), "--engine", "openvino", "--batch-sizes", "1,4", "--duration", "0.2",
+                     "--json", str(bench_out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(bench_out.read_text())
+    assert {r["batch_size"] for r in rows} == {1, 4} and all("openvino" in r["runs_on"] for r in rows)
+
+
+def test_an_ir_without_its_bin_exits_2_naming_the_file(demo_ir):
+    demo_ir.with_suffix(".bin").unlink()
+    result = run_cli("bench", str(demo_ir), "--engine", "openvino", "--batch-sizes", "1", "--duration", "0.2")
+    assert result.returncode == 2 and str(demo_ir.with_suffix(".bin")) in result.stderr

@@ -47,7 +47,8 @@ def test_queue_timeout_from_environment_or_flag():
 @pytest.mark.parametrize(
     ("path", "fmt", "backend"),
     [("/m/model.onnx", "onnx", "onnxruntime"), ("/m/model.engine", "tensorrt", "tensorrt"),
-     ("/m/model.plan", "tensorrt", "tensorrt"), ("/m/model.tflite", "tflite", "litert")],
+     ("/m/model.plan", "tensorrt", "tensorrt"), ("/m/model.tflite", "tflite", "litert"),
+     ("/m/model.xml", "openvino", "openvino"), ("s3://b/ir/model.xml", "openvino", "openvino")],
 )  # fmt: skip
 def test_format_and_backend_follow_the_suffix(path, fmt, backend):
     config = load_config([], {**BASE, "MODELDEPLOY_MODEL_PATH": path})
@@ -79,7 +80,13 @@ def test_format_and_backend_follow_the_suffix(path, fmt, backend):
             {"MODELDEPLOY_MODEL_PATH": "s3://b/m.onnx", "MODELDEPLOY_S3_ADDRESSING": "dns"},
             ["MODELDEPLOY_S3_ADDRESSING", "path"],
         ),
-        ({"MODELDEPLOY_MODEL_PATH": "/m/model.bin"}, ["MODELDEPLOY_MODEL_FORMAT", "onnx, tensorrt or tflite"]),
+        ({"MODELDEPLOY_MODEL_PATH": "/m/model.bin"}, ["MODELDEPLOY_MODEL_FORMAT", "onnx, tensorrt, tflite or openvino"]),
+        *(({"MODELDEPLOY_MODEL_PATH": "/m/model.xml", "MODELDEPLOY_BACKEND": backend},
+           ["MODELDEPLOY_BACKEND", f"is {backend!r}", "OpenVINO IR", "set it to openvino or auto"])
+          for backend in ("onnxruntime", "litert", "tensorrt")),
+        ({"MODELDEPLOY_MODEL_FORMAT": "openvino"}, ["MODELDEPLOY_MODEL_PATH", "NAME.xml", "NAME.bin"]),
+        ({"MODELDEPLOY_MODEL_PATH": "/m/model.xml", "MODELDEPLOY_BACKEND": "auto", "MODELDEPLOY_PRECISION": "fp16"},
+         ["MODELDEPLOY_PRECISION", "fp32 or bf16"]),
         ({"MODELDEPLOY_PRECISION": "bf16"}, ["MODELDEPLOY_PRECISION", "MODELDEPLOY_BACKEND to openvino"]),
         ({"MODELDEPLOY_BACKEND": "openvino", "MODELDEPLOY_PRECISION": "fp16"}, ["MODELDEPLOY_PRECISION", "fp32 or bf16"]),
         ({"MODELDEPLOY_BACKEND": "litert"}, ["MODELDEPLOY_BACKEND", "onnxruntime or openvino"]),

@@ -119,3 +119,17 @@ def test_a_transfer_that_keeps_breaking_off_fails_and_keeps_what_arrived(tmp_pat
         fetch(store, "", str(tmp_path / "model.onnx"))
     assert len(store.reads) == 6  # the first try and five more
     assert (tmp_path / "model.onnx.partial").stat().st_size == 600  # for the next start to resume
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["model", "ir-weights"])
+def test_a_file_from_a_store_without_versions_is_kept_only_when_asked(tmp_path, keep):
+    """A web server names no version: a model (pinned by its own sha256 there) is fetched again
+    without one; an IR's .bin, fetched beside a pinned .xml, is kept while it hashes as it arrived."""
+    store = MemoryStore(BODY, version="", checksums={})
+    dest = tmp_path / "model.bin"
+    fetch(store, "", str(dest), keep_unversioned=keep)
+    fetch(store, "", str(dest), keep_unversioned=keep)
+    assert store.reads == ([0] if keep else [0, 0])
+    dest.write_bytes(b"changed on disk")
+    fetch(store, "", str(dest), keep_unversioned=keep)
+    assert dest.read_bytes() == BODY and len(store.reads) == (2 if keep else 3)

@@ -224,3 +224,53 @@ def test_gcs_missing_object_and_sha256_mismatch(server_factory, models, gcs, no_
         server_factory("gs://gcs-models/affine.onnx", MODEL_SHA256="0" * 64, wait=False, GCS_ENDPOINT=gcs.endpoint)
     )
     assert "sha256" in wrong and "0" * 64 in wrong
+
+
+@pytest.fixture(scope="module")
+def ir(models, tmp_path_factory) -> Path:
+    """The small CNN as an OpenVINO IR (tests/fixtures/make_openvino_ir.py), converted here."""
+    pytest.importorskip("openvino")
+    sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+    import make_openvino_ir
+
+    return make_openvino_ir.convert(models["cnn"], tmp_path_factory.mktemp("ir") / "cnn.xml")
+
+
+def cnn_probs(server) -> list[float]:
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3, 16, 16], "data": [0.5] * 768}]})
+    request = urllib.request.Request(
+        f"{server.base}/v2/models/m/infer", data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.loads(resp.read())["outputs"][0]["data"]
+
+
+def test_an_s3_ir_is_fetched_with_its_bin_and_both_are_checked_and_cached(
+    server_factory, models, moto, aws, ir, tmp_path
+):
+    xml, weights = ir.read_bytes(), ir.with_suffix(".bin").read_bytes()
+    moto.put("models", "ir/cnn.xml", xml)
+    moto.put("models", "ir/cnn.bin", weights)
+    cache = tmp_path / "cache"
+    server = server_factory("s3://models/ir/cnn.xml", CACHE_DIR=cache, **aws)
+    probs = cnn_probs(server)
+    assert len(probs) == 10 and abs(sum(probs) - 1) < 1e-5
+    assert json.loads(urllib.request.urlopen(f"{server.base}/v2/models/m", timeout=10).read())["platform"] == (
+        "openvino_ir"
+    )
+    log = server.log()
+    assert "downloading s3://models/ir/cnn.xml" in log and "downloading s3://models/ir/cnn.bin" in log
+    (folder,) = {p.parent for p in cache.rglob("cnn.xml")}
+    assert (folder / "cnn.bin").read_bytes() == weights  # beside the .xml, as OpenVINO reads them
+    assert all(json.loads((folder / f"cnn.{ext}.source.json").read_text())["version"] for ext in ("xml", "bin"))
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    again = server_factory("s3://models/ir/cnn.xml", CACHE_DIR=cache, **aws)
+    assert again.log().count("using cached model") == 2 and cnn_probs(again) == probs
+
+
+def test_an_s3_ir_without_its_bin_names_the_key_it_looked_for(server_factory, moto, aws, ir):
+    moto.put("models", "alone/cnn.xml", ir.read_bytes())
+    message = failure(server_factory("s3://models/alone/cnn.xml", wait=False, **aws))
+    assert "the weights file s3://models/alone/cnn.bin of the OpenVINO IR s3://models/alone/cnn.xml" in message
+    assert "put NAME.bin beside NAME.xml" in message

@@ -71,9 +71,17 @@ def load_backend(config: RuntimeConfig, model_file: str | None = None, threads: 
 
 def _auto(config: RuntimeConfig, path: str, threads: int, onnxruntime) -> Backend:
     """ONNX Runtime on a GPU pod (OpenVINO here is CPU only); on a CPU-only pod the faster of ONNX
-    Runtime and OpenVINO that agree (see auto.py); OpenVINO alone serves bf16."""
+    Runtime and OpenVINO that agree (see auto.py); OpenVINO alone serves bf16 and reads IR."""
     from .auto import choose
 
+    if config.model_format == "openvino":
+        from .openvino import OpenVinoBackend
+
+        backend = OpenVinoBackend(
+            path, max_batch_size=config.max_batch_size, threads=threads, precision=config.precision
+        )
+        backend.info.extra["auto_choice"] = "openvino (the only engine reading OpenVINO IR)"
+        return backend
     if config.precision == "bf16":
         from .openvino import OpenVinoBackend
 

@@ -1,4 +1,4 @@
-"""ONNX models on OpenVINO's CPU plugin.
+"""ONNX models and OpenVINO IR (NAME.xml + NAME.bin) on OpenVINO's CPU plugin.
 
 OpenVINO's gain over ONNX Runtime on the CPU is bf16 (about 1.5-1.9x on ResNet-50 and MobileNetV2,
 see bench/README.md), and it takes bf16 *by default* on a CPU with bf16 instructions. Precision is
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from modeldeploy_contract.openvino_ir import is_ir, weights_of
 
 from ..cpu import bf16_missing, cpu_flags
 from .base import BackendError, BackendInfo, TensorSpec, UnsupportedConfigurationError
@@ -66,13 +67,13 @@ def check_precision(precision: str, flags: frozenset[str], capabilities: Sequenc
     return PRECISION_HINTS[precision]
 
 
-def spec_from_port(port: Any, kind: str) -> TensorSpec:
+def spec_from_port(port: Any, kind: str, fix: str = "serve this model with onnxruntime") -> TensorSpec:
     name = port.get_any_name()
     type_name = port.get_element_type().get_type_name()
     if type_name not in OV_TO_V2:
         raise BackendError(
             f"{kind} {name!r} has OpenVINO type {type_name}, which the OpenVINO backend does not serve "
-            f"(it serves {', '.join(sorted(set(OV_TO_V2.values())))}); serve this model with onnxruntime"
+            f"(it serves {', '.join(sorted(set(OV_TO_V2.values())))}); {fix}"
         )
     shape = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
     return TensorSpec(name, OV_TO_V2[type_name], shape)
@@ -108,8 +109,8 @@ class OpenVinoBackend:
             import openvino as ov
         except ImportError as exc:
             raise BackendError(
-                f"the OpenVINO backend needs the openvino package ({exc}); use the CPU runtime image, "
-                "or pip install 'modeldeploy[openvino]'"
+                f"the OpenVINO backend needs the openvino package ({exc}); use the CPU or the GPU runtime image "
+                "(both carry it), or pip install 'modeldeploy[openvino]'"
             ) from exc
         core = ov.Core()
         hint = check_precision(
@@ -117,12 +118,16 @@ class OpenVinoBackend:
             cpu_flags() if flags is None else flags,
             core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"),
         )
+        ir = is_ir(model_path)
         try:
-            model = core.read_model(model_path)
+            # an IR's weights named, as sources/ found them (it checked they are there)
+            args = (model_path, weights_of(model_path)) if ir else (model_path,)
+            model = core.read_model(*args)
         except Exception as exc:  # OpenVINO raises RuntimeError with the parser's message
             raise BackendError(f"OpenVINO cannot read {model_path}: {exc}") from exc
-        inputs = [spec_from_port(p, "input") for p in model.inputs]
-        outputs = [spec_from_port(p, "output") for p in model.outputs]
+        fix = "convert the model with that tensor in another type" if ir else "serve this model with onnxruntime"
+        inputs = [spec_from_port(p, "input", fix) for p in model.inputs]
+        outputs = [spec_from_port(p, "output", fix) for p in model.outputs]
         self.max_batch_size = max_batch_size if batchable(inputs, outputs) else 0
         single = None  # the model at batch 1, when its other dimensions are fixed (see self._single)
         if self.max_batch_size > 1 and all(d >= 0 for s in inputs for d in s.shape[1:]):
@@ -165,7 +170,7 @@ class OpenVinoBackend:
                 f"precision {precision} asked, but OpenVINO's CPU plugin compiled the model for {in_use}"
             )
         self.info = BackendInfo(
-            platform="openvino_onnx",
+            platform="openvino_ir" if ir else "openvino_onnx",
             providers=[f"OpenVINO {d}" for d in self._compiled.get_property("EXECUTION_DEVICES")],
             device="cpu",
             precision="int8" if precision == "int8" else served,

@@ -1,5 +1,5 @@
-"""Running a model file in-process, whatever it is: ONNX through ONNX Runtime or OpenVINO, a
-.tflite file through LiteRT, or a TensorRT engine.
+"""Running a model file in-process, whatever it is: ONNX through ONNX Runtime or OpenVINO, an
+OpenVINO IR (.xml + .bin) through OpenVINO, a .tflite file through LiteRT, or a TensorRT engine.
 
 Validation and benchmarks must run the original and the optimized model the same way, so both go
 through one small interface. GPU execution is asked for explicitly and verified: onnxruntime-gpu
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from modeldeploy_contract.openvino_ir import is_ir, weights_of
 
 from ..backends.base import V2_TO_NUMPY, BackendError, GpuUnavailableError
 
@@ -165,10 +166,18 @@ def open_model(
     path: str | Path, *, provider: str = "cpu", threads: int = 0, engine: str = "onnxruntime", precision: str = "fp32"
 ) -> Runner:
     """ONNX files run with ONNX Runtime on `provider`, or with OpenVINO at `precision` (fp32 or
-    bf16) when `engine` is openvino; .tflite files with LiteRT; .engine/.plan files with TensorRT (GPU)."""
+    bf16) when `engine` is openvino; .xml files (OpenVINO IR, which nothing else reads) with
+    OpenVINO at `precision`; .tflite files with LiteRT; .engine/.plan files with TensorRT (GPU)."""
     path = Path(path)
     if not path.is_file():
         raise BackendError(f"model file {path} does not exist")
+    if is_ir(str(path)):
+        if not Path(weights_of(str(path))).is_file():
+            raise BackendError(
+                f"the OpenVINO IR {path} has no weights file {weights_of(str(path))} beside it: put NAME.bin "
+                "next to NAME.xml"
+            )
+        engine = "openvino"
     if is_engine(path):
         return EngineRunner(path)
     if path.suffix.lower() == ".tflite":

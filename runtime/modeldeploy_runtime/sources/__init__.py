@@ -4,6 +4,10 @@ A path is used where it is (checked against its sha256 when one is given). A URI
 once into the cache dir by download.py from its store: `http(s)://` (http.py), `s3://` (s3.py,
 boto3) or `gs://` (gcs.py, google-cloud-storage). The cache path depends only on the URI and the
 sha256, so a restart, or a rollback to a revision whose file is still cached, downloads nothing.
+
+An OpenVINO IR is two files: the location names NAME.xml, and NAME.bin (the weights) is fetched
+from beside it into the same cache folder, by the same download. The sha256 asked for is the
+.xml's; the .bin is checked against its store's own checksum where the store keeps one.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import hashlib
 import os
 import urllib.parse
 from dataclasses import dataclass
+
+from modeldeploy_contract.openvino_ir import is_ir, weights_of
 
 from ..errors import ModelLoadFailed
 from .base import SourceError, Store
@@ -56,6 +62,11 @@ def _check_local(path: str, sha256: str) -> str:
         raise ModelLoadFailed(
             f"model file {path} does not exist; check MODELDEPLOY_MODEL_PATH and the volume that should hold it"
         )
+    if is_ir(path) and not os.path.isfile(weights := weights_of(path)):
+        raise ModelLoadFailed(
+            f"the OpenVINO IR {path} has no weights file {weights} beside it; put NAME.bin next to NAME.xml "
+            "(both as ovc or openvino.save_model wrote them)"
+        )
     if sha256 and (actual := sha256_file(path)) != sha256:
         raise ModelLoadFailed(
             f"model file {path} has sha256 {actual} but MODELDEPLOY_MODEL_SHA256 expects {sha256}; "
@@ -69,10 +80,34 @@ def resolve_model(model_path: str, sha256: str, cache_dir: str, options: SourceO
     if not is_uri(model_path):
         return _check_local(model_path, sha256)
     dest = cached_path(model_path, sha256, cache_dir)
+    options = options or SourceOptions()
     try:
-        return fetch(store_for(model_path, options or SourceOptions()), sha256, dest)
+        path = fetch(store_for(model_path, options), sha256, dest)
     except SourceError as exc:
         raise ModelLoadFailed(str(exc)) from exc
+    except PermissionError as exc:
+        raise ModelLoadFailed(
+            f"cannot write to the cache dir {cache_dir} ({exc.strerror}); mount a writable volume there "
+            "or set MODELDEPLOY_CACHE_DIR"
+        ) from exc
+    if is_ir(model_path):
+        _fetch_weights(model_path, path, cache_dir, options)
+    return path
+
+
+def _fetch_weights(model_uri: str, model_file: str, cache_dir: str, options: SourceOptions) -> str:
+    """NAME.bin of an IR, into the folder of NAME.xml (OpenVINO reads them side by side). It has no
+    sha256 of its own in the spec: its store's checksum checks it, and a cached copy is reused
+    while the store names the same version or, from a web server (no version), while it hashes as
+    it did when it arrived beside this pinned .xml (see download.cached_file_is_current)."""
+    uri = weights_of(model_uri)
+    try:
+        return fetch(store_for(uri, options), "", weights_of(model_file), keep_unversioned=True)
+    except SourceError as exc:
+        raise ModelLoadFailed(
+            f"the weights file {uri} of the OpenVINO IR {model_uri} cannot be fetched: {exc}; put NAME.bin "
+            "beside NAME.xml in the store"
+        ) from exc
     except PermissionError as exc:
         raise ModelLoadFailed(
             f"cannot write to the cache dir {cache_dir} ({exc.strerror}); mount a writable volume there "

@@ -4,7 +4,8 @@ container; the next start asks for the rest with a range request), checked again
 asked for and the store's own checksums, and logged as it goes (bytes, rate, ETA).
 
 The finished file is renamed into place with a `.source.json` beside it naming the version it came
-from, so a restart or rollback whose cache already holds the file downloads nothing.
+from (and the sha256 it arrived with), so a restart or rollback whose cache already holds the file
+downloads nothing.
 """
 
 from __future__ import annotations
@@ -115,7 +116,9 @@ def _write_json(path: str, value: dict) -> None:
     os.replace(tmp, path)
 
 
-def _stamp(info: ObjectInfo) -> dict:
+def _stamp(info: ObjectInfo | dict) -> dict:
+    if isinstance(info, dict):  # a stamp as read back, perhaps with more keys
+        return {"version": info.get("version"), "size": info.get("size")}
     return {"version": info.version, "size": info.size}
 
 
@@ -138,9 +141,11 @@ def sha256_file(path: str, hashers: _Hashers | None = None) -> str:
     return hashers.hexdigest("sha256") or ""
 
 
-def cached_file_is_current(store: Store, dest: str, sha256: str) -> bool:
+def cached_file_is_current(store: Store, dest: str, sha256: str, keep_unversioned: bool = False) -> bool:
     """With a sha256 the file is checked against it, offline. Without one, the store is asked
-    (metadata only) whether the object is still the version the file came from."""
+    (metadata only) whether the object is still the version the file came from. With
+    ``keep_unversioned``, a file from a store that names no version is kept while it hashes as it
+    did when it arrived."""
     if not os.path.isfile(dest):
         return False
     if sha256:
@@ -158,24 +163,33 @@ def cached_file_is_current(store: Store, dest: str, sha256: str) -> bool:
         # and checked then. Serving it beats not starting.
         log.warning("cannot ask the store whether %s is still current (%s); using the cached file", dest, exc)
         return True
-    if kept.get("version") and kept == _stamp(info):
+    if kept.get("version") and _stamp(kept) == _stamp(info):
         return True
+    if keep_unversioned and not info.version and kept.get("sha256"):
+        # A web server names no version. The weights of an OpenVINO IR are fetched from one without
+        # a sha256 (the spec's pins the .xml, whose cache folder this is): the copy that arrived
+        # beside that .xml is kept while it still hashes as it did.
+        if sha256_file(dest) == kept["sha256"]:
+            return True
+        log.warning("cached %s no longer has the sha256 it was downloaded with; downloading again", dest)
+        return False
     log.info("cached %s is of another version of %s; downloading again", dest, store.uri)
     return False
 
 
-def fetch(store: Store, sha256: str, dest: str) -> str:
-    """``dest`` holding the verified object; raises SourceError (ChecksumMismatch included)."""
+def fetch(store: Store, sha256: str, dest: str, keep_unversioned: bool = False) -> str:
+    """``dest`` holding the verified object; raises SourceError (ChecksumMismatch included).
+    ``keep_unversioned``: see cached_file_is_current."""
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     with _locked(dest + ".lock"):
-        if cached_file_is_current(store, dest, sha256):
+        if cached_file_is_current(store, dest, sha256, keep_unversioned):
             log.info("using cached model %s", dest)
             return dest
         restarts, interruptions = 0, 0
         while True:
             info = store.head()
             try:
-                how = _download(store, info, sha256, dest)
+                how, actual = _download(store, info, sha256, dest)
                 break
             except Interrupted as exc:
                 interruptions += 1
@@ -192,7 +206,7 @@ def fetch(store: Store, sha256: str, dest: str) -> str:
                 if restarts == 2 or (isinstance(exc, ChecksumMismatch) and not getattr(exc, "resumed", False)):
                     raise
                 log.warning("%s; downloading from the start", exc)
-        _write_json(dest + ".source.json", _stamp(info))
+        _write_json(dest + ".source.json", {**_stamp(info), "sha256": actual})
     log.info("downloaded %s (%s bytes%s) to %s", store.uri, info.size or os.path.getsize(dest), how, dest)
     return dest
 
@@ -203,7 +217,8 @@ def _discard(dest: str) -> None:
             os.unlink(path)
 
 
-def _download(store: Store, info: ObjectInfo, sha256: str, dest: str) -> str:
+def _download(store: Store, info: ObjectInfo, sha256: str, dest: str) -> tuple[str, str]:
+    """How it went (resumed or not) and the sha256 of the file that arrived."""
     partial, state = dest + ".partial", dest + ".partial.json"
     hashers = _Hashers(set(info.checksums))
     start = 0
@@ -244,4 +259,4 @@ def _download(store: Store, info: ObjectInfo, sha256: str, dest: str) -> str:
         raise exc
     os.replace(partial, dest)
     os.unlink(state)
-    return f", resumed at byte {start}" if start else ""
+    return (f", resumed at byte {start}" if start else ""), actual or ""

@@ -25,6 +25,7 @@ EPILOG = """examples:
   modeldeploy bench model.fp16.engine --batch-sizes 1,32          (GPU)
   modeldeploy bench model.onnx --engine openvino --precision bf16 --batch-sizes 1,8
   modeldeploy bench model.tflite --batch-sizes 1
+  modeldeploy bench model.xml --engine openvino --batch-sizes 1,8   (OpenVINO IR, model.bin beside it)
   modeldeploy bench --url http://localhost:8080 --model-name resnet --concurrency 1,8 --protocol binary
   modeldeploy bench --url grpc://localhost:8081 --model-name resnet --concurrency 1,8 --protocol grpc
 """
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "models", nargs="*", metavar="MODEL", help="model files to run in-process (.onnx, .tflite, .engine/.plan)"
+        "models", nargs="*", metavar="MODEL", help="model files to run in-process (.onnx, .xml, .tflite, .engine/.plan)"
     )
     parser.add_argument("--batch-sizes", default="1,8,32", metavar="LIST", help="comma-separated (default 1,8,32)")
     parser.add_argument("--duration", type=float, default=5.0, metavar="SECONDS", help="per measurement (default 5)")
@@ -49,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--provider", choices=("cpu", "cuda"), default="cpu", help="ONNX Runtime provider (cuda needs a GPU)"
     )
     local.add_argument(
-        "--engine", choices=("onnxruntime", "openvino"), default="onnxruntime", help="what runs .onnx files"
+        "--engine",
+        choices=("onnxruntime", "openvino"),
+        default="onnxruntime",
+        help="what runs .onnx files (.xml files, OpenVINO IR, always run on openvino)",
     )
     local.add_argument(
         "--precision", choices=("fp32", "bf16"), default="fp32", help="OpenVINO precision (bf16: --engine openvino)"

@@ -27,6 +27,7 @@ examples:
   modeldeploy validate encoder.onnx encoder.int8.onnx --max-abs-error 0.05
   modeldeploy validate model.onnx --engine openvino --precision bf16 --data heldout/
   modeldeploy validate model.onnx model.tflite                  (the same model converted to LiteRT)
+  modeldeploy validate model.onnx model.xml --engine openvino   (an OpenVINO IR of it, ovc or NNCF INT8)
   modeldeploy validate model.onnx --write-golden golden.npz --data heldout/   (spec.model.goldenSet)
 """
 
@@ -44,12 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("original", help="the reference model (.onnx or .tflite), run at FP32 on ONNX Runtime")
+    parser.add_argument(
+        "original",
+        help="the reference model (.onnx or .tflite, run at FP32 on ONNX Runtime; or an OpenVINO IR .xml with "
+        "its .bin beside it, run at FP32 on OpenVINO)",
+    )
     parser.add_argument(
         "optimized",
         nargs="?",
-        help="the optimized model (.onnx, .tflite, or a TensorRT .engine/.plan on a GPU); default: the original "
-        "again, on --engine at --precision",
+        help="the optimized model (.onnx, .tflite, an OpenVINO IR .xml, or a TensorRT .engine/.plan on a GPU); "
+        "default: the original again, on --engine at --precision",
     )
     add_data_args(parser, default_samples=COMPARE_SAMPLES)
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="inputs per inference (default 32)")
@@ -79,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--engine",
         choices=("onnxruntime", "openvino"),
         default="onnxruntime",
-        help="what runs the optimized ONNX model (default onnxruntime)",
+        help="what runs the optimized ONNX model (default onnxruntime; .xml models always run on openvino)",
     )
     parser.add_argument(
         "--precision",
