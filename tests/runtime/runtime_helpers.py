@@ -263,3 +263,26 @@ def nvml_gpus() -> int:
         return pynvml.nvmlDeviceGetCount()
     finally:
         pynvml.nvmlShutdown()
+
+
+def http_infer(server, x: np.ndarray, input_name: str, output: str, binary: bool = True, model: str = "m") -> np.ndarray:
+    """One FP32 input through tritonclient's HTTP client; the named output."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.url, network_timeout=60)
+    inp = httpclient.InferInput(input_name, list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary)
+    try:
+        return client.infer(model, [inp]).as_numpy(output)
+    finally:
+        client.close()
+
+
+def http_metadata(server, model: str = "m") -> dict:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.url)
+    try:
+        return client.get_model_metadata(model)
+    finally:
+        client.close()

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("ai_edge_litert")
 httpclient = pytest.importorskip("tritonclient.http")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-from runtime_helpers import _save  # noqa: E402
+from runtime_helpers import _save, http_infer  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -27,13 +27,7 @@ TFLITE = FIXTURES / "classifier.tflite"
 
 
 def infer(server, x: np.ndarray, binary: bool = True) -> np.ndarray:
-    client = httpclient.InferenceServerClient(server.url, network_timeout=60)
-    inp = httpclient.InferInput("input", list(x.shape), "FP32")
-    inp.set_data_from_numpy(x, binary_data=binary)
-    try:
-        return client.infer("m", [inp]).as_numpy("probs")
-    finally:
-        client.close()
+    return http_infer(server, x, "input", "probs", binary)
 
 
 def onnx_twin(path: Path) -> Path:

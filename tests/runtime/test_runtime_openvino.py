@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("openvino")
 httpclient = pytest.importorskip("tritonclient.http")
 from modeldeploy_runtime.cpu import bf16_missing, cpu_flags  # noqa: E402
+from runtime_helpers import http_infer, http_metadata  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 OPENVINO = {"BACKEND": "openvino"}
@@ -20,21 +21,10 @@ needs_bf16 = pytest.mark.skipif(bf16_missing(cpu_flags()) is not None, reason="t
 
 
 def infer(server, name: str, x: np.ndarray, output: str, binary: bool = True) -> np.ndarray:
-    client = httpclient.InferenceServerClient(server.url, network_timeout=60)
-    inp = httpclient.InferInput(name, list(x.shape), "FP32")
-    inp.set_data_from_numpy(x, binary_data=binary)
-    try:
-        return client.infer("m", [inp]).as_numpy(output)
-    finally:
-        client.close()
+    return http_infer(server, x, name, output, binary)
 
 
-def metadata(server) -> dict:
-    client = httpclient.InferenceServerClient(server.url)
-    try:
-        return client.get_model_metadata("m")
-    finally:
-        client.close()
+metadata = http_metadata
 
 
 def metric(server, name: str) -> float:

@@ -19,6 +19,7 @@ pytest.importorskip("openvino")
 httpclient = pytest.importorskip("tritonclient.http")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fixtures"))
 import make_openvino_ir  # noqa: E402
+from runtime_helpers import http_infer, http_metadata  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -28,21 +29,10 @@ def ir(models, tmp_path_factory) -> Path:
 
 
 def infer(server, x: np.ndarray, binary: bool = True) -> np.ndarray:
-    client = httpclient.InferenceServerClient(server.url, network_timeout=60)
-    inp = httpclient.InferInput("x", list(x.shape), "FP32")
-    inp.set_data_from_numpy(x, binary_data=binary)
-    try:
-        return client.infer("m", [inp]).as_numpy("probs")
-    finally:
-        client.close()
+    return http_infer(server, x, "x", "probs", binary)
 
 
-def metadata(server) -> dict:
-    client = httpclient.InferenceServerClient(server.url)
-    try:
-        return client.get_model_metadata("m")
-    finally:
-        client.close()
+metadata = http_metadata
 
 
 def refusal(server, code: int = 1) -> str:
