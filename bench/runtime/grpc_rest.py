@@ -58,15 +58,15 @@ def grpc_result(body: bytes, concurrency: int, seconds: float, warmup: int) -> R
 
 
 def h2load(label: str, args: list[str], concurrency: int, seconds: float) -> Result:
-    """One h2load run of ``seconds`` (after a warm-up of 0.3 s); latencies from its per-request log."""
+    """One h2load run of ``seconds``; latencies from its per-request log."""
     with tempfile.NamedTemporaryFile("r", suffix=".log") as log:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         out = subprocess.run(
-            ["h2load", "-D", f"{round(seconds * 1000)}ms", "--warm-up-time", "300ms", "--log-file", log.name, *args],
+            ["h2load", "-D", f"{round(seconds * 1000)}ms", "--log-file", log.name, *args],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
-        wall = time.perf_counter() - started - 0.3
+        wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         lines = [line.split("\t") for line in log.read().splitlines()]
     latencies = [int(f[2]) / 1e6 for f in lines if f[1] == "200"]
@@ -149,8 +149,12 @@ def bench_model(name: str, path: Path, rounds: int, seconds: float | None) -> li
                 runs["grpc"].append(grpc_result(grpc_body, conc, duration, warmup))
                 if use_h2load:
                     failures = grpc_failures()
-                    runs["REST (h2load)"].append(h2load_rest(raw_rest, header_len, conc, duration))
-                    runs["gRPC (h2load)"].append(h2load_grpc(grpc_body, conc, duration))
+                    pair = ["REST (h2load)", "gRPC (h2load)"]
+                    for label in pair if len(runs["REST (h2load)"]) % 2 == 0 else pair[::-1]:  # alternating
+                        if label.startswith("REST"):
+                            runs[label].append(h2load_rest(raw_rest, header_len, conc, duration))
+                        else:
+                            runs[label].append(h2load_grpc(grpc_body, conc, duration))
                     if grpc_failures() != failures:
                         raise SystemExit("gRPC calls from h2load failed on the server: see its metrics")
             row = {"model": name, "concurrency": conc}
