@@ -179,41 +179,36 @@ def bench_model(name: str, path: Path, rounds: int, seconds: float | None) -> li
     return rows
 
 
+def table(rows: list[dict], rest_key: str, grpc_key: str, ratio_key: str, client_cpu: bool) -> list[str]:
+    """One markdown table of REST against gRPC, a row per model and concurrency."""
+    head = ("| model | conc | REST req/s | gRPC req/s | gRPC / REST | REST p50 ms | gRPC p50 ms | REST p99 ms | "
+            "gRPC p99 ms | in-process p50 ms | added p50 ms REST / gRPC |")  # fmt: skip
+    lines = [
+        head + (" client CPU us/req REST / gRPC |" if client_cpu else ""),
+        "|---" * (12 if client_cpu else 11) + "|",
+    ]
+    for r in rows:
+        rest, grpc = r[rest_key], r[grpc_key]
+        inproc = r.get("in-process")
+        added = f"{rest['added_p50_ms']:+.2f} / {grpc['added_p50_ms']:+.2f}" if inproc else "-"
+        line = (
+            f"| {r['model']} | {r['concurrency']} | {rest['rps']:.1f} | {grpc['rps']:.1f} | "
+            f"{r[ratio_key] or float('nan'):.2f} | {rest['p50_ms']:.2f} | {grpc['p50_ms']:.2f} | "
+            f"{rest['p99_ms']:.2f} | {grpc['p99_ms']:.2f} | {inproc['p50_ms'] if inproc else '-'} | {added} |"
+        )
+        if client_cpu:
+            line += f" {rest['client_cpu_us_per_req']:.0f} / {grpc['client_cpu_us_per_req']:.0f} |"
+        lines.append(line)
+    return lines
+
+
 def markdown(rows: list[dict]) -> str:
     lines = []
     if any("REST (h2load)" in r for r in rows):
-        lines += [
-            "Server against server, one C client (h2load) for both:",
-            "",
-            "| model | conc | REST req/s | gRPC req/s | gRPC / REST | REST p50 ms | gRPC p50 ms | REST p99 ms | "
-            "gRPC p99 ms | in-process p50 ms | added p50 ms REST / gRPC |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for r in rows:
-            rest, grpc = r["REST (h2load)"], r["gRPC (h2load)"]
-            inproc = r.get("in-process")
-            added = f"{rest['added_p50_ms']:+.2f} / {grpc['added_p50_ms']:+.2f}" if inproc else "-"
-            lines.append(
-                f"| {r['model']} | {r['concurrency']} | {rest['rps']:.1f} | {grpc['rps']:.1f} | "
-                f"{r['h2load_grpc_x_rest'] or float('nan'):.2f} | {rest['p50_ms']:.2f} | {grpc['p50_ms']:.2f} | "
-                f"{rest['p99_ms']:.2f} | {grpc['p99_ms']:.2f} | {inproc['p50_ms'] if inproc else '-'} | {added} |"
-            )
+        lines += ["Server against server, one C client (h2load) for both:", ""]
+        lines += table(rows, "REST (h2load)", "gRPC (h2load)", "h2load_grpc_x_rest", client_cpu=False)
         lines += ["", "With the Python clients (loadgen for REST, grpcio for gRPC):", ""]
-    lines += [
-        "| model | conc | binary REST req/s | gRPC req/s | gRPC / REST | REST p50 ms | gRPC p50 ms | REST p99 ms | "
-        "gRPC p99 ms | in-process p50 ms | added p50 ms REST / gRPC | client CPU us/req REST / gRPC |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        rest, grpc = r["binary REST"], r["grpc"]
-        inproc = r.get("in-process")
-        added = f"{rest['added_p50_ms']:+.2f} / {grpc['added_p50_ms']:+.2f}" if inproc else "-"
-        lines.append(
-            f"| {r['model']} | {r['concurrency']} | {rest['rps']:.1f} | {grpc['rps']:.1f} | {r['grpc_x_rest'] or float('nan'):.2f} | "
-            f"{rest['p50_ms']:.2f} | {grpc['p50_ms']:.2f} | {rest['p99_ms']:.2f} | {grpc['p99_ms']:.2f} | "
-            f"{inproc['p50_ms'] if inproc else '-'} | {added} | "
-            f"{rest['client_cpu_us_per_req']:.0f} / {grpc['client_cpu_us_per_req']:.0f} |"
-        )
+    lines += table(rows, "binary REST", "grpc", "grpc_x_rest", client_cpu=True)
     return "\n".join(lines)
 
 

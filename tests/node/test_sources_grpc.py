@@ -81,6 +81,15 @@ def store(cluster, moto):
     assert f"-A {nodehost.IN_CHAIN} -i {nodehost.BRIDGE} -j DROP" in rules, rules
 
 
+def answers_ten_digits(cluster: kit.Cluster, name: str) -> None:
+    """Ten digits classified right through the Service (ClusterIP, kube-proxy)."""
+    host = cluster.cluster_ip(NS, name)
+    for i in range(10):
+        pixels, label = kit.digit(i)
+        code, body = kit.infer(host, pixels)
+        assert code == 200 and kit.label_of(body) == label, body
+
+
 def condition(status: dict, kind: str) -> dict:
     return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
 
@@ -112,11 +121,7 @@ def test_an_s3_model_passes_the_preflight_rolls_out_and_answers_through_the_serv
     # The model came from the store, not from the image.
     logs = cluster.kubectl("logs", "-n", NS, pod["metadata"]["name"])
     assert f"downloaded s3://{BUCKET}/{KEY}" in logs, logs[-2000:]
-    host = cluster.cluster_ip(NS, NAME)
-    for i in range(10):
-        pixels, label = kit.digit(i)
-        code, body = kit.infer(host, pixels)
-        assert code == 200 and kit.label_of(body) == label, body
+    answers_ten_digits(cluster, NAME)
 
 
 @pytest.mark.parametrize(
@@ -204,11 +209,7 @@ def test_a_gs_model_rolls_out_and_answers_and_a_missing_object_builds_nothing(gc
     (pod,) = cluster.ready_pods(NS, name)
     logs = cluster.kubectl("logs", "-n", NS, pod["metadata"]["name"])
     assert f"downloaded gs://{BUCKET}/{KEY}" in logs, logs[-2000:]
-    host = cluster.cluster_ip(NS, name)
-    for i in range(10):
-        pixels, label = kit.digit(i)
-        code, body = kit.infer(host, pixels)
-        assert code == 200 and kit.label_of(body) == label, body
+    answers_ten_digits(cluster, name)
     cluster.kubectl("delete", "mdep", name, "-n", NS)
     missing = "digits-gs-missing"
     cluster.kubectl("apply", "-n", NS, "-f", "-", input=json.dumps(gs_resource(server, missing, "digits/nothing.onnx")))
