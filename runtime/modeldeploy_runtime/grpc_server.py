@@ -340,18 +340,23 @@ class GrpcHandler(http2.Handler):
                 if stream.done:
                     return
         except RpcError as exc:
-            block = status_block(exc.code, exc.details, trailers_only=not started)
-            conn.send(stream, None, None, block) if started else conn.send(stream, block, None, None)
-            self._answered(conn)
+            self._end_stream(conn, stream, exc, started)
             return
         except asyncio.CancelledError:
             return
         except Exception as exc:
             log.exception("a streaming gRPC call failed")
-            block = status_block("INTERNAL", f"internal error: {exc}", trailers_only=not started)
-            conn.send(stream, None, None, block) if started else conn.send(stream, block, None, None)
+            self._end_stream(conn, stream, RpcError("INTERNAL", f"internal error: {exc}"), started)
             return
         conn.send(stream, None if started else RESPONSE_HEADERS, None, OK_TRAILERS)
+        self._answered(conn)
+
+    def _end_stream(self, conn: http2.Connection, stream: http2.Stream, exc: RpcError, started: bool) -> None:
+        """End a streaming call with ``exc``: in the trailers after its answers, or trailers-only."""
+        if started:
+            conn.send(stream, None, None, status_block(exc.code, exc.details, trailers_only=False))
+        else:
+            conn.send(stream, status_block(exc.code, exc.details, trailers_only=True), None, None)
         self._answered(conn)
 
 

@@ -101,7 +101,7 @@ def _hpack_int(value: int, prefix: int) -> bytes:
     return bytes(out)
 
 
-class ConnectionError_(Exception):
+class H2ConnectionError(Exception):
     """A connection error (RFC 9113 5.4.1): GOAWAY with ``code``, then the connection closes."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -233,30 +233,30 @@ class Connection(asyncio.Protocol):
                 hi, lo, kind, flags, stream_id = _FRAME.unpack_from(buf, pos)
                 length = (hi << 8) | lo
                 if length > MAX_FRAME:
-                    raise ConnectionError_(FRAME_SIZE_ERROR, f"a frame of {length} bytes, over {MAX_FRAME}")
+                    raise H2ConnectionError(FRAME_SIZE_ERROR, f"a frame of {length} bytes, over {MAX_FRAME}")
                 if end - pos - 9 < length:
                     break
                 start = pos + 9
                 pos = start + length
                 self._frame(kind, flags, stream_id & 0x7FFFFFFF, memoryview(buf)[start:pos])
             del buf[:pos]
-        except ConnectionError_ as exc:
+        except H2ConnectionError as exc:
             self.abort(exc.code, str(exc))
 
     # frames -------------------------------------------------------------------------------------
     def _frame(self, kind: int, flags: int, stream_id: int, payload: memoryview) -> None:
         if self._block is not None and kind != CONTINUATION:
-            raise ConnectionError_(PROTOCOL_ERROR, "a header block was not followed by its CONTINUATION")
+            raise H2ConnectionError(PROTOCOL_ERROR, "a header block was not followed by its CONTINUATION")
         if kind == DATA:
             self._data(flags, stream_id, payload)
         elif kind == HEADERS:
             self._headers(flags, stream_id, payload)
         elif kind == CONTINUATION:
             if self._block is None or stream_id != self._block_stream:
-                raise ConnectionError_(PROTOCOL_ERROR, "CONTINUATION without a header block to continue")
+                raise H2ConnectionError(PROTOCOL_ERROR, "CONTINUATION without a header block to continue")
             self._block += payload
             if len(self._block) > MAX_HEADER_BLOCK:
-                raise ConnectionError_(ENHANCE_YOUR_CALM, f"a header block over {MAX_HEADER_BLOCK} bytes")
+                raise H2ConnectionError(ENHANCE_YOUR_CALM, f"a header block over {MAX_HEADER_BLOCK} bytes")
             if flags & END_HEADERS:
                 block, self._block = bytes(self._block), None
                 self._header_block(stream_id, block, self._block_end)
@@ -266,12 +266,12 @@ class Connection(asyncio.Protocol):
             self._window_update(stream_id, payload)
         elif kind == PING:
             if stream_id or len(payload) != 8:
-                raise ConnectionError_(FRAME_SIZE_ERROR if len(payload) != 8 else PROTOCOL_ERROR, "a malformed PING")
+                raise H2ConnectionError(FRAME_SIZE_ERROR if len(payload) != 8 else PROTOCOL_ERROR, "a malformed PING")
             if not flags & ACK:
                 self._out += frame(PING, ACK, 0, bytes(payload))
         elif kind == RST_STREAM:
             if not stream_id or len(payload) != 4:
-                raise ConnectionError_(PROTOCOL_ERROR, "a malformed RST_STREAM")
+                raise H2ConnectionError(PROTOCOL_ERROR, "a malformed RST_STREAM")
             stream = self.streams.get(stream_id)
             if stream is not None:
                 self._forget(stream)
@@ -280,29 +280,29 @@ class Connection(asyncio.Protocol):
             self.going_away = True
         elif kind == PRIORITY:
             if not stream_id or len(payload) != 5:
-                raise ConnectionError_(PROTOCOL_ERROR, "a malformed PRIORITY")
+                raise H2ConnectionError(PROTOCOL_ERROR, "a malformed PRIORITY")
         elif kind == PUSH_PROMISE:
-            raise ConnectionError_(PROTOCOL_ERROR, "a client may not push")
+            raise H2ConnectionError(PROTOCOL_ERROR, "a client may not push")
         # other frame types are ignored (RFC 9113 4.1)
 
     def _strip_padding(self, flags: int, payload: memoryview) -> memoryview:
         if flags & PADDED:
             if not payload:
-                raise ConnectionError_(PROTOCOL_ERROR, "a padded frame without its pad length")
+                raise H2ConnectionError(PROTOCOL_ERROR, "a padded frame without its pad length")
             pad = payload[0]
             if pad >= len(payload):
-                raise ConnectionError_(PROTOCOL_ERROR, "padding longer than the frame")
+                raise H2ConnectionError(PROTOCOL_ERROR, "padding longer than the frame")
             payload = payload[1 : len(payload) - pad]
         return payload
 
     def _headers(self, flags: int, stream_id: int, payload: memoryview) -> None:
         if not stream_id or not stream_id & 1:
-            raise ConnectionError_(PROTOCOL_ERROR, f"HEADERS on stream {stream_id}: clients open odd streams")
+            raise H2ConnectionError(PROTOCOL_ERROR, f"HEADERS on stream {stream_id}: clients open odd streams")
         payload = self._strip_padding(flags, payload)
         if flags & PRIORITY_FLAG:
             payload = payload[5:]
         if len(payload) > MAX_HEADER_BLOCK:
-            raise ConnectionError_(ENHANCE_YOUR_CALM, f"a header block over {MAX_HEADER_BLOCK} bytes")
+            raise H2ConnectionError(ENHANCE_YOUR_CALM, f"a header block over {MAX_HEADER_BLOCK} bytes")
         if flags & END_HEADERS:
             self._header_block(stream_id, bytes(payload), bool(flags & END_STREAM))
         else:
@@ -317,7 +317,7 @@ class Connection(asyncio.Protocol):
         try:
             decoded = self._decoder.decode(block, raw=True)
         except Exception as exc:  # hpack's errors: the table is now out of step, so the connection ends
-            raise ConnectionError_(COMPRESSION_ERROR, f"the header block cannot be decoded: {exc}") from exc
+            raise H2ConnectionError(COMPRESSION_ERROR, f"the header block cannot be decoded: {exc}") from exc
         headers = {bytes(name).lower(): bytes(value) for name, value in decoded}
         table = self._decoder.header_table
         entries = table.dynamic_entries
@@ -334,7 +334,7 @@ class Connection(asyncio.Protocol):
         stream = self.streams.get(stream_id)
         if stream is not None:  # trailers from the client
             if not end_stream:
-                raise ConnectionError_(PROTOCOL_ERROR, "a second header block that does not end the stream")
+                raise H2ConnectionError(PROTOCOL_ERROR, "a second header block that does not end the stream")
             self._end(stream)
             return
         if stream_id <= self._last_id:
@@ -360,7 +360,7 @@ class Connection(asyncio.Protocol):
 
     def _data(self, flags: int, stream_id: int, payload: memoryview) -> None:
         if not stream_id:
-            raise ConnectionError_(PROTOCOL_ERROR, "DATA on stream 0")
+            raise H2ConnectionError(PROTOCOL_ERROR, "DATA on stream 0")
         size = len(payload)  # the whole frame counts for flow control, padding too
         self._recv_unacked += size
         if self._recv_unacked >= CONNECTION_WINDOW // 2:
@@ -387,36 +387,36 @@ class Connection(asyncio.Protocol):
 
     def _settings(self, flags: int, stream_id: int, payload: memoryview) -> None:
         if stream_id:
-            raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS on a stream")
+            raise H2ConnectionError(PROTOCOL_ERROR, "SETTINGS on a stream")
         if flags & ACK:
             return
         if len(payload) % 6:
-            raise ConnectionError_(FRAME_SIZE_ERROR, "a SETTINGS frame whose length is not a multiple of 6")
+            raise H2ConnectionError(FRAME_SIZE_ERROR, "a SETTINGS frame whose length is not a multiple of 6")
         for i in range(0, len(payload), 6):
             key, value = _SETTING.unpack_from(payload, i)
             if key == S_INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
-                    raise ConnectionError_(FLOW_CONTROL_ERROR, "an initial window over 2^31-1")
+                    raise H2ConnectionError(FLOW_CONTROL_ERROR, "an initial window over 2^31-1")
                 delta, self._peer_window = value - self._peer_window, value
                 for stream in self.streams.values():
                     stream.window += delta
             elif key == S_MAX_FRAME_SIZE:
                 if not 16384 <= value <= 16777215:
-                    raise ConnectionError_(PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} is out of range")
+                    raise H2ConnectionError(PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} is out of range")
                 self._peer_frame = value
         self._out += SETTINGS_ACK
         self._unblock()
 
     def _window_update(self, stream_id: int, payload: memoryview) -> None:
         if len(payload) != 4:
-            raise ConnectionError_(FRAME_SIZE_ERROR, "a WINDOW_UPDATE of the wrong length")
+            raise H2ConnectionError(FRAME_SIZE_ERROR, "a WINDOW_UPDATE of the wrong length")
         increment = _U32.unpack(payload)[0] & 0x7FFFFFFF
         if not stream_id:
             if not increment:
-                raise ConnectionError_(PROTOCOL_ERROR, "a WINDOW_UPDATE of 0 on the connection")
+                raise H2ConnectionError(PROTOCOL_ERROR, "a WINDOW_UPDATE of 0 on the connection")
             self._send_window += increment
             if self._send_window > MAX_WINDOW:
-                raise ConnectionError_(FLOW_CONTROL_ERROR, "the connection window went over 2^31-1")
+                raise H2ConnectionError(FLOW_CONTROL_ERROR, "the connection window went over 2^31-1")
         else:
             stream = self.streams.get(stream_id)
             if stream is None:
