@@ -156,6 +156,7 @@ class GrpcHandler(http2.Handler):
             stream.limit = 1 << 62  # bounded by the window: granted only as messages are taken
             stream.eager = False
             call.runner = asyncio.ensure_future(self._stream(conn, stream, call, self._requests(conn, stream, call)))
+            self._time(call)
         else:
             stream.limit = self.max_message + 5
 
@@ -343,11 +344,16 @@ class GrpcHandler(http2.Handler):
             self._end_stream(conn, stream, exc, started)
             return
         except asyncio.CancelledError:
+            if call.expired:
+                self._end_stream(conn, stream, RpcError("DEADLINE_EXCEEDED", "the call's grpc-timeout passed"), started)
             return
         except Exception as exc:
             log.exception("a streaming gRPC call failed")
             self._end_stream(conn, stream, RpcError("INTERNAL", f"internal error: {exc}"), started)
             return
+        finally:
+            if call.timer is not None:
+                call.timer.cancel()
         conn.send(stream, None if started else RESPONSE_HEADERS, None, OK_TRAILERS)
         self._answered(conn)
 

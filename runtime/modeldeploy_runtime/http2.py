@@ -170,7 +170,6 @@ class Connection(asyncio.Protocol):
         self._out = bytearray()  # frames for this pass of the loop, written at its end
         self._flush_scheduled = False
         self._reading = False
-        self._write_paused = False
         self.going_away = False
         self.closed = False
         self.idle = asyncio.Event()
@@ -195,11 +194,9 @@ class Connection(asyncio.Protocol):
             self._on_close(self)
 
     def pause_writing(self) -> None:
-        self._write_paused = True
         self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
         if not self.closed:
             self.transport.resume_reading()
 

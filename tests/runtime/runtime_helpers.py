@@ -265,7 +265,9 @@ def nvml_gpus() -> int:
         pynvml.nvmlShutdown()
 
 
-def http_infer(server, x: np.ndarray, input_name: str, output: str, binary: bool = True, model: str = "m") -> np.ndarray:
+def http_infer(
+    server, x: np.ndarray, input_name: str, output: str, binary: bool = True, model: str = "m"
+) -> np.ndarray:
     """One FP32 input through tritonclient's HTTP client; the named output."""
     import tritonclient.http as httpclient
 

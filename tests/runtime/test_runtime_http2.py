@@ -400,3 +400,16 @@ def test_calls_arriving_together_on_one_connection_share_a_batch(server):
     c.close()
     ran = metric(server, multi) - batches
     assert ran < 8 and ran - (metric(server, single) - singles) >= 1, "no batch of more than one request"
+
+
+def test_a_streaming_call_past_its_grpc_timeout_ends_with_deadline_exceeded(server):
+    """grpc.health.v1 Watch streams until the client leaves; with a deadline, the server ends it."""
+    from grpc_health.v1 import health_pb2
+
+    c = Client(server.grpc_port)
+    c.headers(1, path="/grpc.health.v1.Health/Watch", token=None, grpc_timeout="300m")
+    c.data(1, message(health_pb2.HealthCheckRequest(service="")))
+    _, data, trailers, _ = c.answer(1)
+    c.close()
+    assert health_pb2.HealthCheckResponse.FromString(data[5:]).status == health_pb2.HealthCheckResponse.SERVING
+    assert trailers[b"grpc-status"] == b"4" and b"grpc-timeout" in trailers[b"grpc-message"], trailers
