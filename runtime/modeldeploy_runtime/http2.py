@@ -375,7 +375,9 @@ class Connection(asyncio.Protocol):
                 self.handler.data_received(self, stream)  # sees ``refused`` and answers
             else:
                 stream.data += payload
-                stream.unacked += size
+                stream.unacked += len(payload)
+                if size > len(payload):  # padding is never kept: its credit goes back at once
+                    self._out += frame(WINDOW_UPDATE, 0, stream.id, _U32.pack(size - len(payload)))
                 if stream.eager and stream.unacked >= STREAM_WINDOW // 2:
                     self.grant(stream)
                 self.handler.data_received(self, stream)
@@ -423,15 +425,18 @@ class Connection(asyncio.Protocol):
 
     # what the application calls -----------------------------------------------------------------
     def consume(self, stream: Stream, n: int) -> None:
-        """``n`` bytes of ``stream.data`` were taken: drop them and let the client send as much more."""
+        """``n`` bytes of ``stream.data`` were taken: drop them and let the client send as much more
+        (and no more: what is still kept stays counted against the stream's window)."""
         del stream.data[:n]
-        self.grant(stream)
+        self.grant(stream, n)
 
-    def grant(self, stream: Stream) -> None:
-        """Give back the stream's credit for data the application has taken."""
-        if stream.unacked and not stream.ended and not stream.done:
-            self._out += frame(WINDOW_UPDATE, 0, stream.id, _U32.pack(stream.unacked))
-            stream.unacked = 0
+    def grant(self, stream: Stream, n: int | None = None) -> None:
+        """Give back the stream's credit for ``n`` bytes the application has taken (all it has
+        received when ``n`` is None)."""
+        credit = stream.unacked if n is None else min(n, stream.unacked)
+        if credit and not stream.ended and not stream.done:
+            self._out += frame(WINDOW_UPDATE, 0, stream.id, _U32.pack(credit))
+            stream.unacked -= credit
             self._schedule_flush()
 
     def send(self, stream: Stream, headers: bytes | None, data: bytes | None, trailers: bytes | None) -> None:
