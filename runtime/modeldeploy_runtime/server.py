@@ -177,6 +177,8 @@ async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> i
         http.draining = True
         if grpc_server is not None:
             grpc_server.drain()  # gRPC clients are told (GOAWAY) to take their next calls elsewhere
+        if hurry.is_set() or not config.drain_delay_s:
+            http.stop_accepting()  # no drain delay: new connections are refused from this moment
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):

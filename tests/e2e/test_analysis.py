@@ -35,6 +35,9 @@ def test_an_update_without_data_bakes_and_ends_inconclusive_not_known_good(opera
     assert done["lastKnownGood"]["generation"] == 1, done  # not a pass
     assert "rollback" not in done and done["rollbackCount"] == 0 and done["phase"] == "Ready"  # not a fail
     assert "too little traffic to judge" in done["analysis"]["message"]
-    events = core.list_namespaced_event(namespace).items
-    reasons = {e.reason for e in events if e.involved_object.name == "quiet"}
-    assert {"AnalysisStarted", "AnalysisInconclusive"} <= reasons, reasons
+
+    def reasons() -> set[str]:
+        return {e.reason for e in core.list_namespaced_event(namespace).items if e.involved_object.name == "quiet"}
+
+    # Events are written beside the status patch and may be listed a moment after it
+    wait_for(lambda: {"AnalysisStarted", "AnalysisInconclusive"} <= reasons(), 20, "both analysis Events")
