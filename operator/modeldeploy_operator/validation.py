@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from modeldeploy_contract.engines import SERVES
 from modeldeploy_contract.openvino_ir import is_ir
 
 from . import api, k8s_checks
@@ -115,6 +116,18 @@ def _engine(spec: Spec) -> list[Problem]:
                 "the tensorrt backend loads engines, not ONNX models: build an "
                 "engine with `modeldeploy optimize --engine` and set spec.model.format: tensorrt, or keep "
                 "backend onnxruntime with precision fp16/int8 to run through its TensorRT provider",
+            )
+        )
+    # TensorRT engines, ONNX on the tensorrt backend and OpenVINO IRs have their own messages
+    own_message = model.format in (api.ModelFormat.TENSORRT, api.ModelFormat.OPENVINO) or (
+        model.format == api.ModelFormat.ONNX and spec.backend == api.Backend.TENSORRT
+    )
+    if not own_message and spec.backend not in SERVES[model.format]:
+        problems.append(
+            Problem(
+                "spec.runtime.backend",
+                f"backend {spec.backend} cannot serve spec.model.format {model.format}: set "
+                f"spec.runtime.backend to {' or '.join(SERVES[model.format])}, or omit it",
             )
         )
     if spec.backend == api.Backend.TENSORRT and res.gpu == 0:

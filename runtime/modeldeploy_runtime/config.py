@@ -18,6 +18,7 @@ from typing import Any
 
 import modeldeploy_contract as contract
 import modeldeploy_contract.sources as sources_contract
+from modeldeploy_contract.engines import DEFAULT_BACKEND, SERVES
 from modeldeploy_contract.openvino_ir import is_ir
 
 
@@ -115,15 +116,6 @@ SETTINGS: tuple[Setting, ...] = (
 )  # fmt: skip
 
 _BY_FIELD = {s.field: s for s in SETTINGS}
-# The backend a model format gets when none is set, and the backends that can serve each format.
-# An OpenVINO IR (NAME.xml with its weights in NAME.bin) is read by OpenVINO alone.
-DEFAULT_BACKEND = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "tflite": "litert", "openvino": "openvino"}
-SERVES = {
-    "onnx": ("onnxruntime", "openvino", "auto"),
-    "tensorrt": ("tensorrt",),
-    "tflite": ("litert",),
-    "openvino": ("openvino", "auto"),
-}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 

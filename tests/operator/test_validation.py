@@ -40,6 +40,30 @@ PROBLEMS = {
         "spec.runtime.backend",
         "set spec.runtime.backend to openvino or auto",
     ),
+    "tflite-on-onnxruntime": (
+        {"model": {"format": "tflite", "uri": "/m.tflite"}, "runtime": {"backend": "onnxruntime"}, **CPU},
+        "spec.runtime.backend",
+        "set spec.runtime.backend to litert, or omit it",
+    ),
+    "tflite-on-openvino": (
+        {"model": {"format": "tflite", "uri": "/m.tflite"}, "runtime": {"backend": "openvino"}, **CPU},
+        "spec.runtime.backend",
+        "backend openvino cannot serve spec.model.format tflite",
+    ),
+    "tflite-on-tensorrt": (
+        {
+            "model": {"format": "tflite", "uri": "/m.tflite"},
+            "runtime": {"backend": "tensorrt"},
+            "resources": {"gpu": 1},
+        },
+        "spec.runtime.backend",
+        "set spec.runtime.backend to litert",
+    ),
+    "onnx-on-litert": (
+        {"runtime": {"backend": "litert"}, **CPU},
+        "spec.runtime.backend",
+        "set spec.runtime.backend to onnxruntime or openvino or auto",
+    ),
     "ir-on-litert": (
         {"model": {"format": "openvino", "uri": "/m/model.xml"}, "runtime": {"backend": "litert"}, **CPU},
         "spec.runtime.backend",
