@@ -86,10 +86,10 @@ def h2load_rest(body: bytes, header_len: int, concurrency: int, seconds: float) 
     return h2load("REST (h2load)", args, concurrency, seconds)
 
 
-def h2load_grpc(message: bytes, concurrency: int, seconds: float) -> Result:
+def h2load_grpc(message: bytes, concurrency: int, seconds: float, conns: int = 1) -> Result:
     path = Path(tempfile.gettempdir()) / "grpc_rest_grpc.bin"
     path.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
-    args = ["-c", "1", "-m", str(concurrency), "-d", str(path), "-H", "content-type: application/grpc",
+    args = ["-c", str(conns), "-m", str(concurrency // conns), "-d", str(path), "-H", "content-type: application/grpc",
             "-H", "te: trailers", f"http://127.0.0.1:{GRPC_PORT}/inference.GRPCInferenceService/ModelInfer"]  # fmt: skip
     return h2load("gRPC (h2load)", args, concurrency, seconds)
 

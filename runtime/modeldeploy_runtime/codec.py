@@ -162,7 +162,7 @@ class BinaryLayout:
 
     def inputs(self, body) -> dict[str, np.ndarray]:
         """The input arrays of ``body``, which must be ``size`` bytes long."""
-        return {name: _tensor_view(body, dtype, shape, offset) for name, dtype, shape, offset in self.tensors}
+        return {name: tensor_view(body, dtype, shape, offset) for name, dtype, shape, offset in self.tensors}
 
 
 def dumps(obj: Any) -> bytes:
@@ -232,10 +232,10 @@ def from_binary(buf: memoryview, datatype: str, shape: tuple[int, ...], name: st
             f"input {name!r}: shape {list(shape)} of {datatype} needs {count * dtype.itemsize} "
             f"bytes, binary_data_size is {len(buf)}"
         )
-    return _tensor_view(buf, dtype, shape)
+    return tensor_view(buf, dtype, shape)
 
 
-def _tensor_view(buf, dtype: np.dtype, shape: tuple[int, ...], offset: int = 0) -> np.ndarray:
+def tensor_view(buf, dtype: np.dtype, shape: tuple[int, ...], offset: int = 0) -> np.ndarray:
     """The tensor of ``shape`` at ``offset`` in ``buf``, without a copy when it is aligned: an
     unaligned view (the JSON header has any length) costs more in the backend than a copy."""
     arr = np.frombuffer(buf, dtype, math.prod(shape), offset).reshape(shape)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .codec import check_shape, from_binary, tensor_bytes
+from .codec import MAX_DIMS, MAX_ELEMENTS, check_shape, from_binary, tensor_bytes, tensor_view
 from .errors import BadRequest
 from .types import V2_TO_NUMPY, InferRequest, InferResponse, RequestedOutput, v2_datatype
 from .v2grpc import grpc_service_pb2 as pb
@@ -62,32 +62,44 @@ def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
         if name in inputs:
             raise BadRequest(f"input {name!r} is given twice")
         datatype = tensor.datatype
-        if datatype not in V2_TO_NUMPY:
+        dtype = V2_TO_NUMPY.get(datatype)
+        if dtype is None:
             raise BadRequest(f"input {name!r}: 'datatype' is {datatype!r}; use one of {', '.join(V2_TO_NUMPY)}")
-        shape = check_shape(list(tensor.shape), name)
+        shape = _shape(tensor.shape, name)
         if raw:
             if tensor.HasField("contents"):
                 raise BadRequest(f"input {name!r} has 'contents' but the request carries raw_input_contents")
-            inputs[name] = _from_raw(raw[i], datatype, shape, name, i)
+            inputs[name] = _from_raw(raw[i], datatype, dtype, shape, name, i)
         else:
             inputs[name] = _from_contents(tensor.contents, datatype, shape, name)
+    outputs = message.outputs
     return InferRequest(
         inputs=inputs,
         id=message.id or None,
-        outputs=[RequestedOutput(o.name) for o in message.outputs] or None,
+        outputs=[RequestedOutput(o.name) for o in outputs] if outputs else None,
         parameters=parameters(message.parameters) if message.parameters else {},
     )
 
 
-def _from_raw(buf: bytes, datatype: str, shape: tuple[int, ...], name: str, index: int) -> np.ndarray:
-    if datatype != "BYTES":
-        need = math.prod(shape) * V2_TO_NUMPY[datatype].itemsize
-        if len(buf) != need:
-            raise BadRequest(
-                f"input {name!r}: shape {list(shape)} of {datatype} needs {need} bytes, "
-                f"raw_input_contents[{index}] has {len(buf)}"
-            )
-    return from_binary(memoryview(buf), datatype, shape, name)
+def _shape(dims, name: str) -> tuple[int, ...]:
+    """A tensor's shape (int64s, so only their count, sign and product need checking); the
+    common case without a zero dimension is checked here, the rest by codec.check_shape."""
+    shape = tuple(dims)
+    if 0 < len(shape) <= MAX_DIMS and min(shape) > 0 and math.prod(shape) <= MAX_ELEMENTS:
+        return shape
+    return check_shape(list(shape), name)
+
+
+def _from_raw(buf: bytes, datatype: str, dtype: np.dtype, shape: tuple[int, ...], name: str, index: int) -> np.ndarray:
+    if datatype == "BYTES":
+        return from_binary(memoryview(buf), datatype, shape, name)
+    need = math.prod(shape) * dtype.itemsize
+    if len(buf) != need:
+        raise BadRequest(
+            f"input {name!r}: shape {list(shape)} of {datatype} needs {need} bytes, "
+            f"raw_input_contents[{index}] has {len(buf)}"
+        )
+    return tensor_view(buf, dtype, shape)
 
 
 def _from_contents(contents: pb.InferTensorContents, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:

@@ -8,8 +8,8 @@ of the request's data is kept. Handlers raise RpcError to answer with a status.
 A unary call's coroutine runs eagerly (eager.py), once the read that completed its request has
 been handled, up to the first future it awaits: no task per call. Streaming calls get a task
 each. A handler learns whether its call is ``alone``: no other unary call is in progress or
-completed by the same read, so nothing could share its batch (what the REST server knows from a
-single open connection).
+completed by the same read, and no other connection is open, so nothing could share its batch
+(what the REST server knows from a single open connection).
 """
 
 from __future__ import annotations
@@ -124,6 +124,7 @@ class GrpcHandler(http2.Handler):
         self.max_message = max_message
         self.draining = False  # each connection is sent GOAWAY after its next answer
         self.inflight = 0  # unary calls started and not answered, on every connection
+        self.connections = 0  # open, on the listener: other clients could send calls to batch with
         self._ready: list[tuple[http2.Connection, http2.Stream, Call, object]] = []  # completed by this read
 
     # http2.Handler ------------------------------------------------------------------------------
@@ -198,7 +199,7 @@ class GrpcHandler(http2.Handler):
 
     def received(self, conn: http2.Connection) -> None:
         ready, self._ready = self._ready, []
-        alone = len(ready) == 1 and self.inflight == 0
+        alone = len(ready) == 1 and self.inflight == 0 and self.connections <= 1
         for conn, stream, call, request in ready:
             if stream.done:  # reset by a later frame of the same read
                 continue
@@ -375,9 +376,14 @@ class GrpcListener:
         self.server: asyncio.AbstractServer | None = None
 
     def _connection(self) -> http2.Connection:
-        conn = http2.Connection(self.handler, on_close=self.connections.discard)
+        conn = http2.Connection(self.handler, on_close=self._closed)
         self.connections.add(conn)  # while draining, served, and sent GOAWAY after its first answer
+        self.handler.connections = len(self.connections)
         return conn
+
+    def _closed(self, conn: http2.Connection) -> None:
+        self.connections.discard(conn)
+        self.handler.connections = len(self.connections)
 
     async def start(self, host: str, port: int) -> int:
         self.server = await asyncio.get_running_loop().create_server(self._connection, host, port, reuse_address=True)

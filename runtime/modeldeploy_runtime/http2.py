@@ -455,7 +455,9 @@ class Connection(asyncio.Protocol):
             stream.pending.append((memoryview(trailers), True))
         if stream.pending:
             self._drain(stream)
-        self._schedule_flush()
+        if self._reading:  # answered while its read is handled: in that read's one write
+            return
+        self._flush()  # an answer that completes later goes out at once (see the module's docstring)
 
     def pending_bytes(self, stream: Stream) -> int:
         """Bytes of the stream's answer waiting for the client's window."""

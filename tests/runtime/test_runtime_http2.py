@@ -402,6 +402,31 @@ def test_calls_arriving_together_on_one_connection_share_a_batch(server):
     assert ran < 8 and ran - (metric(server, single) - singles) >= 1, "no batch of more than one request"
 
 
+def test_calls_from_several_connections_share_a_batch(models, tmp_path):
+    """One call on each of six connections, as six separate clients send them: a call is never run
+    by itself on the event loop while other clients are connected, so those that arrive while a
+    batch runs wait for the next one together."""
+    port = free_port()
+    srv = start_server(tmp_path, models["slow"], "slow", GRPC_PORT=port)
+    try:
+        x = np.ones((1, 1, 512), np.float32)  # the warm-up shape, a millisecond or two: fast enough to run inline
+        req = service_pb2.ModelInferRequest(model_name="slow")
+        req.inputs.add(name="x", datatype="FP32", shape=x.shape)
+        req.raw_input_contents.append(x.tobytes())
+        clients = [Client(port) for _ in range(6)]
+        batches = metric(srv, 'modeldeploy_batch_size_count{model="slow"}')
+        for c in clients:
+            c.headers(1, token=None)
+            c.data(1, message(req))
+        for c in clients:
+            assert c.answer(1)[2][b"grpc-status"] == b"0"
+            c.close()
+        ran = metric(srv, 'modeldeploy_batch_size_count{model="slow"}') - batches
+        assert ran < 6, "each call ran as a batch of its own"
+    finally:
+        srv.stop()
+
+
 def test_a_streaming_call_past_its_grpc_timeout_ends_with_deadline_exceeded(server):
     """grpc.health.v1 Watch streams until the client leaves; with a deadline, the server ends it."""
     from grpc_health.v1 import health_pb2
