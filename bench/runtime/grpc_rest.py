@@ -9,7 +9,8 @@ Two clients per protocol. The server-to-server comparison uses one C client for 
 (nghttp2's load generator, `apt-get install nghttp2-client`; hack/setup.sh installs it), over
 HTTP/1.1 keep-alive connections for REST (one per concurrent request) and over one HTTP/2
 connection with that many streams for gRPC (what a gRPC channel does), each re-sending prebuilt
-request bytes. Beside them, the Python clients users run: for REST
+request bytes; and for gRPC also over one connection per concurrent call (many separate clients,
+each with one call in flight), the shape REST always has. Beside them, the Python clients users run: for REST
 modeldeploy_runtime.measure.loadgen's (one uvloop thread), for gRPC `modeldeploy bench
 --protocol grpc`'s (grpcio, every call in flight on one channel). Each figure is the median over
 rounds; client CPU is per request. h2load counts HTTP statuses only, so the server's failure
@@ -52,6 +53,9 @@ CONCURRENCY = (1, 8, 32)
 PORT, GRPC_PORT = 18775, 18776
 
 
+MANY = "gRPC (h2load, a connection per call)"
+
+
 def grpc_result(body: bytes, concurrency: int, seconds: float, warmup: int) -> Result:
     latencies, errors, wall, cpu = grpc_load(f"127.0.0.1:{GRPC_PORT}", body, concurrency, seconds, warmup=warmup)
     return Result("grpc", concurrency, latencies, wall, cpu * wall, errors)
@@ -87,11 +91,12 @@ def h2load_rest(body: bytes, header_len: int, concurrency: int, seconds: float) 
 
 
 def h2load_grpc(message: bytes, concurrency: int, seconds: float, conns: int = 1) -> Result:
+    """``concurrency`` calls in flight over ``conns`` connections."""
     path = Path(tempfile.gettempdir()) / "grpc_rest_grpc.bin"
     path.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
     args = ["-c", str(conns), "-m", str(concurrency // conns), "-d", str(path), "-H", "content-type: application/grpc",
             "-H", "te: trailers", f"http://127.0.0.1:{GRPC_PORT}/inference.GRPCInferenceService/ModelInfer"]  # fmt: skip
-    return h2load("gRPC (h2load)", args, concurrency, seconds)
+    return h2load("gRPC (h2load)" if conns == 1 else "gRPC (h2load, a connection per call)", args, concurrency, seconds)
 
 
 def grpc_failures() -> float:
@@ -136,8 +141,9 @@ def bench_model(name: str, path: Path, rounds: int, seconds: float | None) -> li
         for conc in CONCURRENCY:
             duration = seconds or SECONDS[name][conc]
             runs: dict[str, list[Result]] = {"binary REST": [], "grpc": []}
+            pair = ["REST (h2load)", "gRPC (h2load)"] + ([MANY] if conc > 1 else [])
             if use_h2load:
-                runs["REST (h2load)"], runs["gRPC (h2load)"] = [], []
+                runs.update({label: [] for label in pair})
             if session is not None:
                 runs["in-process"] = []
             for _ in range(rounds):
@@ -149,12 +155,12 @@ def bench_model(name: str, path: Path, rounds: int, seconds: float | None) -> li
                 runs["grpc"].append(grpc_result(grpc_body, conc, duration, warmup))
                 if use_h2load:
                     failures = grpc_failures()
-                    pair = ["REST (h2load)", "gRPC (h2load)"]
                     for label in pair if len(runs["REST (h2load)"]) % 2 == 0 else pair[::-1]:  # alternating
                         if label.startswith("REST"):
                             runs[label].append(h2load_rest(raw_rest, header_len, conc, duration))
                         else:
-                            runs[label].append(h2load_grpc(grpc_body, conc, duration))
+                            conns = conc if label == MANY else 1
+                            runs[label].append(h2load_grpc(grpc_body, conc, duration, conns))
                     if grpc_failures() != failures:
                         raise SystemExit("gRPC calls from h2load failed on the server: see its metrics")
             row = {"model": name, "concurrency": conc}
@@ -171,6 +177,10 @@ def bench_model(name: str, path: Path, rounds: int, seconds: float | None) -> li
                 pairs = zip(runs["gRPC (h2load)"], runs["REST (h2load)"], strict=True)
                 ratios = [g.rps / r.rps for g, r in pairs if r.rps]
                 row["h2load_grpc_x_rest"] = round(statistics.median(ratios), 3) if ratios else None
+                if MANY in runs:
+                    pairs = zip(runs[MANY], runs["REST (h2load)"], strict=True)
+                    ratios = [g.rps / r.rps for g, r in pairs if r.rps]
+                    row["h2load_many_x_rest"] = round(statistics.median(ratios), 3) if ratios else None
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
@@ -207,6 +217,8 @@ def markdown(rows: list[dict]) -> str:
     if any("REST (h2load)" in r for r in rows):
         lines += ["Server against server, one C client (h2load) for both:", ""]
         lines += table(rows, "REST (h2load)", "gRPC (h2load)", "h2load_grpc_x_rest", client_cpu=False)
+        lines += ["", "The same, gRPC over one connection per concurrent call (as REST):", ""]
+        lines += table([r for r in rows if MANY in r], "REST (h2load)", MANY, "h2load_many_x_rest", client_cpu=False)
         lines += ["", "With the Python clients (loadgen for REST, grpcio for gRPC):", ""]
     lines += table(rows, "binary REST", "grpc", "grpc_x_rest", client_cpu=True)
     return "\n".join(lines)
