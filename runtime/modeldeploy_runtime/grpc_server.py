@@ -222,17 +222,18 @@ class GrpcHandler(http2.Handler):
             call.runner.cancel()
 
     # messages -----------------------------------------------------------------------------------
-    def _messages(self, data: bytearray, call: Call, most: int = 1 << 30) -> tuple[list[bytes], int]:
+    def _messages(self, data: bytearray, call: Call, most: int = 1 << 30) -> tuple[list[memoryview | bytes], int]:
         """The complete length-prefixed messages at the front of ``data`` (at most ``most``), and
-        how many bytes they took."""
-        out, pos = [], 0
+        how many bytes they took. Uncompressed messages are views of ``data``, not copies: they
+        must be parsed (and dropped) before ``data`` is cut."""
+        out, pos, view = [], 0, memoryview(data)
         while len(out) < most and len(data) - pos >= 5:
-            flag, size = data[pos], int.from_bytes(data[pos + 1 : pos + 5], "big")
+            flag, size = data[pos], int.from_bytes(view[pos + 1 : pos + 5], "big")
             if size > self.max_message:
                 raise self.oversize()
             if len(data) - pos - 5 < size:
                 break
-            body = bytes(data[pos + 5 : pos + 5 + size])
+            body = view[pos + 5 : pos + 5 + size]
             pos += 5 + size
             if flag & 1:
                 body = self._decompress(call.encoding, body)
@@ -259,6 +260,12 @@ class GrpcHandler(http2.Handler):
                 "INVALID_ARGUMENT", f"the request is not a valid {method.request.DESCRIPTOR.full_name}: {exc}"
             ) from exc
 
+    def _parse_or_error(self, method: Method, body: bytes):
+        try:
+            return self._parse(method, body)
+        except RpcError as exc:
+            return exc
+
     def _take_messages(self, conn: http2.Connection, stream: http2.Stream, call: Call) -> None:
         """Parse what a streaming call's handler can take now; the window reopens as it does."""
         room = STREAM_BUFFERED - len(call.queue)
@@ -270,13 +277,11 @@ class GrpcHandler(http2.Handler):
                 if call.runner is not None:
                     call.runner.cancel()
                 return
+            # copies: a parse error kept in the queue would hold a view of stream.data in its traceback
+            call.queue.extend([self._parse_or_error(call.method, bytes(body)) for body in messages])
+            messages = None  # the views of stream.data go before it is cut
             if taken:
                 conn.consume(stream, taken)
-            for body in messages:
-                try:
-                    call.queue.append(self._parse(call.method, body))
-                except RpcError as exc:
-                    call.queue.append(exc)
         if call.waiter is not None and not call.waiter.done() and (call.queue or call.finished):
             call.waiter.set_result(None)
 
