@@ -38,6 +38,7 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+import h2client  # noqa: E402
 import models as model_builders  # noqa: E402
 from modeldeploy_runtime.measure.compare import OutputDiff  # noqa: E402
 from modeldeploy_runtime.measure.loadgen import Result, http_load, inprocess_load  # noqa: E402
@@ -112,13 +113,19 @@ def bench_model(name: str, path: Path, rounds: int, seconds: float | None, sampl
     load_before = os.getloadavg()
     try:
         request = requests_for(x, PORT)["binary"]
+        body, header_len = h2client.binary_body(x)
+        clients = ["server_bf16"] + (["server_bf16_h2load"] if h2client.available() else [])
         scenarios = []
         for conc in CONCURRENCY:
-            runs: dict[str, list[Result]] = {"ort_fp32": [], "ov_bf16": [], "server_bf16": [], "ov_fp32": []}
-            for _ in range(rounds):
+            runs: dict[str, list[Result]] = {"ort_fp32": [], "ov_bf16": [], "ov_fp32": [], **{c: [] for c in clients}}
+            for i in range(rounds):
                 runs["ort_fp32"].append(inprocess_load("ort", lambda: session.run(None, {"input": x}), conc, duration))
                 runs["ov_bf16"].append(inprocess_load("ov-bf16", lambda: ov_bf16(x), conc, duration))
-                runs["server_bf16"].append(http_load("binary", "127.0.0.1", PORT, request, conc, duration, warmup=3))
+                for client in clients if i % 2 == 0 else clients[::-1]:
+                    if client == "server_bf16":
+                        runs[client].append(http_load("binary", "127.0.0.1", PORT, request, conc, duration, warmup=3))
+                    else:
+                        runs[client].append(h2client.rest(PORT, body, header_len, conc, duration, "binary (h2load)"))
                 if conc == 1:
                     runs["ov_fp32"].append(inprocess_load("ov-fp32", lambda: ov_fp32(x), conc, duration))
             row = {k: median_row(v) for k, v in runs.items() if v}
@@ -126,11 +133,14 @@ def bench_model(name: str, path: Path, rounds: int, seconds: float | None, sampl
                 "concurrency": conc,
                 "rps": {k: r["rps"] for k, r in row.items()},
                 "p50_ms": {k: r["p50_ms"] for k, r in row.items()},
-                "errors": row["server_bf16"]["errors"],
+                "errors": sum(row[c]["errors"] for c in clients),
                 "server_x_ort_fp32": ratio(runs["server_bf16"], runs["ort_fp32"]),
                 "server_x_ov_bf16": ratio(runs["server_bf16"], runs["ov_bf16"]),
                 "ov_bf16_x_ort_fp32": ratio(runs["ov_bf16"], runs["ort_fp32"]),
             }
+            if "server_bf16_h2load" in runs:
+                sc["server_h2load_x_ort_fp32"] = ratio(runs["server_bf16_h2load"], runs["ort_fp32"])
+                sc["server_h2load_x_ov_bf16"] = ratio(runs["server_bf16_h2load"], runs["ov_bf16"])
             if runs["ov_fp32"]:
                 sc["ov_fp32_x_ort_fp32"] = ratio(runs["ov_fp32"], runs["ort_fp32"])
             scenarios.append(sc)
@@ -153,17 +163,24 @@ def bench_model(name: str, path: Path, rounds: int, seconds: float | None, sampl
 
 def markdown(results: list[dict]) -> str:
     lines = [
-        "| model | conc | ORT FP32 in process | OpenVINO bf16 in process | server OpenVINO bf16 (binary) | "
-        "server x ORT FP32 | server x OpenVINO bf16 | OpenVINO FP32 in process (x ORT FP32) |",
+        "| model | conc | ORT FP32 in process | OpenVINO bf16 in process | server OpenVINO bf16 (binary), h2load / "
+        "Python client | server x ORT FP32, h2load / Python | server x OpenVINO bf16, h2load / Python | "
+        "OpenVINO FP32 in process (x ORT FP32) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         for sc in res["scenarios"]:
             r = sc["rps"]
             fp32 = f"{r['ov_fp32']:.1f} ({sc['ov_fp32_x_ort_fp32']:.2f}x)" if "ov_fp32" in r else "-"
+            h2 = "server_bf16_h2load" in r
+            pairs = [
+                (f"{r['server_bf16_h2load']:.1f} / " if h2 else "") + f"{r['server_bf16']:.1f}",
+                *((f"{sc[f'server_h2load_{k}']:.2f} / " if h2 else "") + f"{sc[f'server_{k}']:.2f}"
+                  for k in ("x_ort_fp32", "x_ov_bf16")),
+            ]  # fmt: skip
             lines.append(
                 f"| {res['model']} | {sc['concurrency']} | {r['ort_fp32']:.1f} | {r['ov_bf16']:.1f} | "
-                f"{r['server_bf16']:.1f} | {sc['server_x_ort_fp32']:.2f} | {sc['server_x_ov_bf16']:.2f} | {fp32} |"
+                f"{' | '.join(pairs)} | {fp32} |"
             )
     lines += ["", "| model | top-1 bf16 vs ORT FP32 | max rel error | max diff / max ref | top-1 vs OpenVINO FP32 | "
               "load avg before -> after |", "|---|---|---|---|---|---|"]  # fmt: skip

@@ -24,14 +24,9 @@ import argparse
 import json
 import os
 import re
-import resource
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -41,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+import h2client  # noqa: E402
 import models as model_builders  # noqa: E402
 from modeldeploy_runtime.measure.bench_grpc import encode_request, grpc_load  # noqa: E402
 from modeldeploy_runtime.measure.loadgen import Result, http_load, inprocess_load  # noqa: E402
@@ -48,7 +44,7 @@ from run import ROOT, median_row, requests_for, start_server  # noqa: E402
 
 SHAPES = {"resnet50": (1, 3, 224, 224), "mlp": (1, 64)}
 # seconds per measurement by concurrency: at 32 a ResNet-50 request waits for 31 others (seconds here)
-SECONDS = {"resnet50": {1: 2.0, 8: 3.0, 32: 8.0}, "mlp": {1: 1.0, 8: 1.0, 32: 1.0}}
+SECONDS = {"resnet50": {1: 2.0, 8: 5.0, 32: 8.0}, "mlp": {1: 1.0, 8: 1.0, 32: 1.0}}
 CONCURRENCY = (1, 8, 32)
 PORT, GRPC_PORT = 18775, 18776
 
@@ -59,44 +55,6 @@ MANY = "gRPC (h2load, a connection per call)"
 def grpc_result(body: bytes, concurrency: int, seconds: float, warmup: int) -> Result:
     latencies, errors, wall, cpu = grpc_load(f"127.0.0.1:{GRPC_PORT}", body, concurrency, seconds, warmup=warmup)
     return Result("grpc", concurrency, latencies, wall, cpu * wall, errors)
-
-
-def h2load(label: str, args: list[str], concurrency: int, seconds: float) -> Result:
-    """One h2load run of ``seconds``; latencies from its per-request log."""
-    with tempfile.NamedTemporaryFile("r", suffix=".log") as log:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        out = subprocess.run(
-            ["h2load", "-D", f"{round(seconds * 1000)}ms", "--log-file", log.name, *args],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        wall = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        lines = [line.split("\t") for line in log.read().splitlines()]
-    latencies = [int(f[2]) / 1e6 for f in lines if f[1] == "200"]
-    errors = len(lines) - len(latencies) + int(re.search(r"(\d+) failed", out).group(1))
-    measured = float(re.search(r"finished in ([\d.]+)(m?s)", out).group(1))
-    if re.search(r"finished in [\d.]+ms", out):
-        measured /= 1000
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return Result(label, concurrency, latencies, measured or wall, cpu * (measured or wall) / wall, errors)
-
-
-def h2load_rest(body: bytes, header_len: int, concurrency: int, seconds: float) -> Result:
-    path = Path(tempfile.gettempdir()) / "grpc_rest_rest.bin"
-    path.write_bytes(body)
-    args = ["--h1", "-c", str(concurrency), "-m", "1", "-d", str(path), "-H", "content-type: application/octet-stream",
-            "-H", f"Inference-Header-Content-Length: {header_len}", f"http://127.0.0.1:{PORT}/v2/models/m/infer"]  # fmt: skip
-    return h2load("REST (h2load)", args, concurrency, seconds)
-
-
-def h2load_grpc(message: bytes, concurrency: int, seconds: float, conns: int = 1) -> Result:
-    """``concurrency`` calls in flight over ``conns`` connections."""
-    path = Path(tempfile.gettempdir()) / "grpc_rest_grpc.bin"
-    path.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
-    args = ["-c", str(conns), "-m", str(concurrency // conns), "-d", str(path), "-H", "content-type: application/grpc",
-            "-H", "te: trailers", f"http://127.0.0.1:{GRPC_PORT}/inference.GRPCInferenceService/ModelInfer"]  # fmt: skip
-    return h2load("gRPC (h2load)" if conns == 1 else "gRPC (h2load, a connection per call)", args, concurrency, seconds)
 
 
 def grpc_failures() -> float:
@@ -112,21 +70,12 @@ def grpc_failures() -> float:
     )
 
 
-def rest_body(x: np.ndarray) -> tuple[bytes, int]:
-    header = json.dumps(
-        {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
-                     "parameters": {"binary_data_size": x.nbytes}}],
-         "outputs": [{"name": "output", "parameters": {"binary_data": True}}]}
-    ).encode()  # fmt: skip
-    return header + x.tobytes(), len(header)
-
-
 def bench_model(name: str, path: Path, rounds: int, seconds: float | None) -> list[dict]:
     x = np.random.default_rng(0).random(SHAPES[name], dtype=np.float32)
     rest = requests_for(x, PORT)["binary"]
     grpc_body = encode_request("m", None, {"input": x}, ["output"])
-    raw_rest, header_len = rest_body(x)
-    use_h2load = shutil.which("h2load") is not None
+    raw_rest, header_len = h2client.binary_body(x)
+    use_h2load = h2client.available()
     session = None
     if name == "mlp":
         import onnxruntime as ort
@@ -157,10 +106,10 @@ def bench_model(name: str, path: Path, rounds: int, seconds: float | None) -> li
                     failures = grpc_failures()
                     for label in pair if len(runs["REST (h2load)"]) % 2 == 0 else pair[::-1]:  # alternating
                         if label.startswith("REST"):
-                            runs[label].append(h2load_rest(raw_rest, header_len, conc, duration))
+                            runs[label].append(h2client.rest(PORT, raw_rest, header_len, conc, duration))
                         else:
                             conns = conc if label == MANY else 1
-                            runs[label].append(h2load_grpc(grpc_body, conc, duration, conns))
+                            runs[label].append(h2client.grpc(GRPC_PORT, grpc_body, conc, duration, conns, label))
                     if grpc_failures() != failures:
                         raise SystemExit("gRPC calls from h2load failed on the server: see its metrics")
             row = {"model": name, "concurrency": conc}

@@ -1,15 +1,20 @@
-"""LiteRT benchmark: a .tflite classifier through our server against LiteRT called in process, at
+"""LiteRT benchmark: .tflite classifiers through our server against LiteRT called in process, at
 concurrency 1, interleaved rounds, in one run.
 
-    .venv/bin/python bench/runtime/litert.py                  # about 1 minute
-    .venv/bin/python bench/runtime/litert.py --rounds 2 --seconds 1
+    .venv/bin/python bench/runtime/litert.py                  # about 2 minutes
+    .venv/bin/python bench/runtime/litert.py --models mlp --rounds 2 --seconds 1
 
-The model is a classifier of 1024 features, FULLY_CONNECTED + RELU layers 2048, 2048, then 1000
-classes and SOFTMAX (random weights, 33 MB), written by tests/fixtures/make_classifier_tflite.py
-into bench/out/models. The server runs it on the litert backend (threads from the CPU quota, max
-batch 8, greedy batching); the reference is an ``ai_edge_litert`` interpreter with as many threads,
-called from one thread. Each figure is the median over rounds, the ratio the median of per-round
-ratios. Results go to bench/out/litert.json and a markdown table on stdout.
+Two models, written by tests/fixtures/make_classifier_tflite.py into bench/out/models (random
+weights): ``mobilenet_v2``, a MobileNetV2 image classifier (NHWC ``[1, 224, 224, 3]``, 1000
+classes, 14 MB: the shape most .tflite classifiers have), and ``mlp``, 1024 features,
+FULLY_CONNECTED + RELU layers 2048, 2048, then 1000 classes and SOFTMAX (33 MB; a fraction of a
+millisecond, so the HTTP round trip is most of what it measures). The server runs each on the litert
+backend (threads from the CPU quota, max batch 8, greedy batching); the reference is an
+``ai_edge_litert`` interpreter with as many threads, called from one thread. The server is driven by
+h2load (a C client, bench/runtime/h2client.py) where it is installed, and by loadgen's Python
+client, in alternating order, both with binary tensors. Each figure is the median over rounds, the
+ratio the median of per-round ratios. Results go to bench/out/litert.json and a markdown table on
+stdout.
 """
 
 from __future__ import annotations
@@ -23,52 +28,41 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
+ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
 
+import h2client  # noqa: E402
 import make_classifier_tflite as tflite_builder  # noqa: E402
 from engines import cpu_name  # noqa: E402
 from modeldeploy_runtime.measure.loadgen import Result, build_request, http_load, inprocess_load  # noqa: E402
 from run import median_row, start_server  # noqa: E402
 
 WIDTHS = (1024, 2048, 2048, 1000)
+MODELS = {
+    "mobilenet_v2": ("tflite MobileNetV2 224x224", (1, 224, 224, 3), tflite_builder.mobilenet_v2),
+    "mlp": (f"tflite MLP {'-'.join(map(str, WIDTHS))}", (1, WIDTHS[0]), lambda: tflite_builder.build(WIDTHS)),
+}
+FILES = {"mobilenet_v2": "classifier_mobilenet_v2.tflite", "mlp": "classifier_mlp.tflite"}
 PORT = 18767
 
 
-def binary_request(x: np.ndarray) -> bytes:
-    header = orjson.dumps(
-        {
-            "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
-                        "parameters": {"binary_data_size": x.nbytes}}],
-            "outputs": [{"name": "probs", "parameters": {"binary_data": True}}],
-        }
-    )  # fmt: skip
-    return build_request("127.0.0.1", PORT, "/v2/models/m/infer", header + x.tobytes(),
-                         {"Inference-Header-Content-Length": str(len(header))})  # fmt: skip
+def ratio(a: list[Result], b: list[Result]) -> float:
+    return round(statistics.median(x.rps / y.rps for x, y in zip(a, b, strict=True)), 3)
 
 
-def main(argv: list[str] | None = None) -> int:
+def bench_model(name: str, threads: int, rounds: int, seconds: float) -> dict:
     from ai_edge_litert.interpreter import Interpreter
-    from modeldeploy_runtime.cpu import default_threads
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
-    parser.add_argument("--threads", type=int, default=0, help="LiteRT threads on both sides (0: from the CPU quota)")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "litert.json"))
-    args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the server is stopped in `finally`
-    path = ROOT / "bench" / "out" / "models" / "classifier_mlp.tflite"
+    label, shape, build = MODELS[name]
+    path = ROOT / "bench" / "out" / "models" / FILES[name]
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        path.write_bytes(tflite_builder.build(WIDTHS))
-    threads = args.threads or default_threads()
-    print(f"CPU: {cpu_name()}, {threads} threads; load average at start: {os.getloadavg()}", flush=True)
-    x = np.random.default_rng(0).standard_normal((1, WIDTHS[0])).astype(np.float32)
+        path.write_bytes(build())
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
     interpreter.allocate_tensors()
     index_in = interpreter.get_input_details()[0]["index"]
@@ -81,35 +75,70 @@ def main(argv: list[str] | None = None) -> int:
 
     proc, ready_s = start_server(path, PORT, ["--threads", str(threads)])
     load_before = os.getloadavg()
-    runs: dict[str, list[Result]] = {"in-process": [], "server": []}
+    clients = ["python"] + (["h2load"] if h2client.available() else [])
+    runs: dict[str, list[Result]] = {"in-process": [], **{c: [] for c in clients}}
     try:
-        request = binary_request(x)
-        for _ in range(args.rounds):
-            runs["in-process"].append(inprocess_load("in-process", call, 1, args.seconds))
-            runs["server"].append(http_load("binary", "127.0.0.1", PORT, request, 1, args.seconds, warmup=3))
+        body, header_len = h2client.binary_body(x, "probs")
+        request = build_request("127.0.0.1", PORT, "/v2/models/m/infer", body,
+                                {"Inference-Header-Content-Length": str(header_len)})  # fmt: skip
+        for i in range(rounds):
+            runs["in-process"].append(inprocess_load("in-process", call, 1, seconds))
+            for client in clients if i % 2 == 0 else clients[::-1]:
+                if client == "h2load":
+                    runs[client].append(h2client.rest(PORT, body, header_len, 1, seconds, "binary (h2load)"))
+                else:
+                    runs[client].append(http_load("binary", "127.0.0.1", PORT, request, 1, seconds, warmup=3))
     finally:
         proc.terminate()
         proc.wait(30)
-    base, row = median_row(runs["in-process"]), median_row(runs["server"])
-    ratio = statistics.median(s.rps / b.rps for s, b in zip(runs["server"], runs["in-process"], strict=True))
     result = {
-        "cpu": cpu_name(),
+        "model": label,
         "threads": threads,
-        "model": f"tflite MLP {'-'.join(map(str, WIDTHS))}",
         "start_to_ready_s": round(ready_s, 2),
         "load_before": [round(v, 2) for v in load_before],
         "load_after": [round(v, 2) for v in os.getloadavg()],
-        "in_process": base,
-        "server": row,
-        "x_in_process": round(ratio, 3),
+        **{key: median_row(value) for key, value in runs.items()},
+        **{f"{c}_x_in_process": ratio(runs[c], runs["in-process"]) for c in clients},
     }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def markdown(results: list[dict]) -> str:
+    lines = [
+        "| model | threads | LiteRT in process req/s | server req/s, h2load (x in process) | server req/s, Python "
+        "client (x in process) | p50 ms in process / h2load / Python | errors | load avg before -> after |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        base, py, h2 = r["in-process"], r["python"], r.get("h2load")
+        h2_cell = f"{h2['rps']:.1f} (**{r['h2load_x_in_process']:.2f}**)" if h2 else "-"
+        lines.append(
+            f"| {r['model']} | {r['threads']} | {base['rps']:.1f} | {h2_cell} | {py['rps']:.1f} "
+            f"({r['python_x_in_process']:.2f}) | {base['p50_ms']:.2f} / {h2['p50_ms'] if h2 else '-'} / "
+            f"{py['p50_ms']:.2f} | {py['errors'] + (h2['errors'] if h2 else 0)} | "
+            f"{r['load_before'][0]:.2f} -> {r['load_after'][0]:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from modeldeploy_runtime.cpu import default_threads
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
+    parser.add_argument("--threads", type=int, default=0, help="LiteRT threads on both sides (0: from the CPU quota)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "litert.json"))
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the server is stopped in `finally`
+    threads = args.threads or default_threads()
+    print(f"CPU: {cpu_name()}, {threads} threads; load average at start: {os.getloadavg()}", flush=True)
+    results = [bench_model(name, threads, args.rounds, args.seconds) for name in args.models]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print("| model | conc | LiteRT in process req/s | server req/s (binary) | x in-process | p50 ms (in-process) | "
-          "errors | load avg before -> after |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
-    print(f"| {result['model']} | 1 | {base['rps']:.1f} | {row['rps']:.1f} | {ratio:.2f} | "
-          f"{row['p50_ms']:.2f} ({base['p50_ms']:.2f}) | {row['errors']} | {load_before[0]:.2f} -> "
-          f"{os.getloadavg()[0]:.2f} |")  # fmt: skip
+    Path(args.out).write_text(json.dumps({"cpu": cpu_name(), "results": results}, indent=2))
+    print(markdown(results))
     return 0
 
 
