@@ -5,7 +5,10 @@ machine, three to six times our whole REST request (bench/README.md, "gRPC again
 This connection does only what gRPC needs of HTTP/2, with the costs per request kept to a few
 slices and dict look-ups: frames are parsed from one buffer, a request's header block is decoded
 by ``hpack`` (python-hyper's HPACK) once and then found by its bytes (gRPC clients send the same
-block with every call), and a response's frames go out in one write.
+block with every call), and a response's frames go out in one write. Answers completed while a
+read is being handled go out together at its end; one completed later (on the inference thread's
+return) is written at once, so calls of one connection do not wait for each other's batch and
+fall into lock-step.
 
 What it serves: prior-knowledge HTTP/2 (gRPC clients and Kubernetes' gRPC probes start so), one
 request per stream, flow control both ways, PING, SETTINGS, RST_STREAM, GOAWAY, padding, and
