@@ -36,6 +36,28 @@ def test_the_faster_agreeing_engine_serves_and_says_why():
     assert chosen.info.extra["auto_max_rel_diff"] == "openvino=0"
 
 
+class SlowStart(Fake):
+    """Slow for its first ``slow_calls`` inferences, as an engine right after its load."""
+
+    def __init__(self, delay_s: float, slow_s: float, slow_calls: int):
+        super().__init__(delay_s, platform="slow-start")
+        self.slow_s, self.slow_calls, self.calls = slow_s, slow_calls, 0
+
+    def infer(self, inputs):
+        self.calls += 1
+        if self.calls <= self.slow_calls:
+            time.sleep(self.slow_s)
+        return super().infer(inputs)
+
+
+def test_an_engine_slow_only_right_after_its_load_still_wins_when_it_is_faster():
+    # timed in one block right after its load, 7 of its 12 timed runs would be slow ones; in turns, 5
+    starter, steady = SlowStart(0.002, 0.030, slow_calls=8), Fake(0.010, platform="steady")
+    chosen = choose({"onnxruntime": lambda: starter, "openvino": lambda: steady}, "fp32", runs=12)
+    assert chosen is starter, chosen.info.extra["auto_p50_ms"]
+    assert steady.closed
+
+
 def test_a_faster_engine_that_disagrees_is_not_chosen():
     ref, wrong = Fake(0.004), Fake(0.0, offset=0.5)
     chosen = choose({"onnxruntime": lambda: ref, "openvino": lambda: wrong}, "fp32", runs=3)

@@ -26,7 +26,13 @@ log = logging.getLogger(__name__)
 # reference output, for the faster engine to be trusted; FP32 engines agree to about 1e-6, the INT8
 # kernels of ONNX Runtime and OpenVINO to about 3e-2 (MobileNetV2 INT8).
 TOLERANCE = {"fp32": 1e-3, "int8": 5e-2}
-TIMED_RUNS = 10
+TIMED_RUNS = 12
+# The engines are timed in turns, a few runs each, the order reversed every round, after all of
+# them are loaded: timed one after the other, right after its load, ONNX Runtime ran ResNet-50 at
+# 29 ms a call where it settles at 24-26 ms, and the engine loaded first paid for it. Single calls
+# in turn would be worse: ONNX Runtime's threads spin after each run and took the CPU from the
+# OpenVINO call after it (42-48 ms against 24-26 ms in blocks).
+ROUNDS = 3
 
 
 @dataclass
@@ -50,13 +56,22 @@ def agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
     return worst
 
 
-def time_backend(backend: Backend, inputs: dict[str, np.ndarray], runs: int = TIMED_RUNS) -> float:
-    """Median latency in ms of ``runs`` inferences after one untimed run."""
-    return statistics.median(time_inferences(backend, inputs, runs)) * 1000.0
+def time_in_turns(backends: list[Backend], inputs: dict[str, np.ndarray], runs: int = TIMED_RUNS) -> list[float]:
+    """Median latency in ms of each backend over about ``runs`` inferences, taken in ROUNDS turns
+    (each after one untimed run), the order reversed every round."""
+    latencies: list[list[float]] = [[] for _ in backends]
+    per_turn = max(1, runs // ROUNDS)
+    order = list(range(len(backends)))
+    for _ in range(ROUNDS):
+        for i in order:
+            latencies[i] += time_inferences(backends[i], inputs, per_turn)
+        order.reverse()
+    return [statistics.median(values) * 1000.0 for values in latencies]
 
 
 def choose(loaders: dict[str, Callable[[], Backend]], precision: str, runs: int = TIMED_RUNS) -> Backend:
-    """Load each engine (the first is the reference), serve on the fastest that agrees with it.
+    """Load each engine (the first is the reference), time them in turns once all are loaded
+    (``time_in_turns``), and serve on the fastest that agrees with the reference.
 
     An engine that fails to load or to run on the warm-up inputs is left out, with the reason
     logged; when none loads, the first one's error is raised."""
@@ -74,7 +89,6 @@ def choose(loaders: dict[str, Callable[[], Backend]], precision: str, runs: int 
         if inputs is None:
             inputs = sample_inputs(backend.inputs, backend.max_batch_size > 0)
         try:
-            p50 = time_backend(backend, inputs, runs)
             out = backend.infer(inputs)
         except Exception as exc:
             errors[name] = f"inference on warm-up inputs failed: {exc}"
@@ -86,10 +100,17 @@ def choose(loaders: dict[str, Callable[[], Backend]], precision: str, runs: int 
             gap = 0.0
         else:
             gap = agreement(reference_out, out)
-        trials.append(Trial(name, backend, p50, gap))
+        trials.append(Trial(name, backend, 0.0, gap))
     if not trials:
         first = next(iter(loaders))
         raise BackendError(f"backend auto: no engine can serve this model; {first}: {errors.get(first, 'failed')}")
+    try:
+        for trial, p50 in zip(trials, time_in_turns([t.backend for t in trials], inputs, runs), strict=True):
+            trial.p50_ms = p50
+    except Exception:
+        for t in trials:
+            t.backend.close()
+        raise
     tolerance = TOLERANCE.get(precision, 1e-3)
     agreeing = [t for t in trials if t.gap <= tolerance]
     chosen = min(agreeing, key=lambda t: t.p50_ms)
