@@ -14,7 +14,9 @@ median over rounds, each ratio the median of per-round ratios, so neighbours' lo
 sides of a ratio alike. Accuracy: bf16 (the server's engine, in process) against ONNX Runtime FP32
 and against OpenVINO FP32 on 256 random inputs: top-1 agreement and the largest relative error
 (elementwise where |reference| >= 0.1 % of its maximum, as `modeldeploy validate` reports it; and
-max |difference| / max |reference| per input). Results go to bench/out/engines.json and markdown.
+max |difference| / max |reference| per input). Last, a server started with ``--backend auto
+--precision fp32``, and the choice its model metadata shows, beside the in-process FP32 ratio of
+the two engines measured in the same run. Results go to bench/out/engines.json and markdown.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import signal
 import statistics
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +152,8 @@ def bench_model(name: str, path: Path, rounds: int, seconds: float | None, sampl
         proc.terminate()
         proc.wait(30)
     acc = accuracy(session, ov_bf16, ov_fp32, samples)
+    auto = auto_choice(path)
+    print(f"{name} backend auto: {json.dumps(auto)}", flush=True)
     print(f"{name} accuracy: {json.dumps(acc)}", flush=True)
     return {
         "model": name,
@@ -158,7 +163,20 @@ def bench_model(name: str, path: Path, rounds: int, seconds: float | None, sampl
         "load_after": [round(v, 2) for v in os.getloadavg()],
         "scenarios": scenarios,
         "accuracy": acc,
+        "auto": auto,
     }
+
+
+def auto_choice(path: Path) -> dict:
+    """What ``--backend auto --precision fp32`` chose for this model, from its model metadata."""
+    proc, _ = start_server(path, PORT, ["--backend", "auto", "--precision", "fp32"])
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/v2/models/m", timeout=10) as resp:
+            params = json.loads(resp.read())["parameters"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return {key: params.get(key) for key in ("auto_choice", "auto_p50_ms", "auto_max_rel_diff", "providers")}
 
 
 def markdown(results: list[dict]) -> str:
@@ -182,6 +200,14 @@ def markdown(results: list[dict]) -> str:
                 f"| {res['model']} | {sc['concurrency']} | {r['ort_fp32']:.1f} | {r['ov_bf16']:.1f} | "
                 f"{' | '.join(pairs)} | {fp32} |"
             )
+    lines += ["", "| model | OpenVINO FP32 x ORT FP32 in process, conc 1 | `backend: auto` (FP32) chose | its warm-up p50 ms | "
+              "its max rel diff |", "|---|---|---|---|---|"]  # fmt: skip
+    for res in results:
+        auto, fp32 = res["auto"], next(sc for sc in res["scenarios"] if sc["concurrency"] == 1)
+        lines.append(
+            f"| {res['model']} | {fp32['ov_fp32_x_ort_fp32']:.2f} | {auto['auto_choice']} | {auto['auto_p50_ms']} | "
+            f"{auto['auto_max_rel_diff']} |"
+        )
     lines += ["", "| model | top-1 bf16 vs ORT FP32 | max rel error | max diff / max ref | top-1 vs OpenVINO FP32 | "
               "load avg before -> after |", "|---|---|---|---|---|---|"]  # fmt: skip
     for res in results:
