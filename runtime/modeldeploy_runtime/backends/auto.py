@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,8 +32,13 @@ TIMED_RUNS = 12
 # them are loaded: timed one after the other, right after its load, ONNX Runtime ran ResNet-50 at
 # 29 ms a call where it settles at 24-26 ms, and the engine loaded first paid for it. Single calls
 # in turn would be worse: ONNX Runtime's threads spin after each run and took the CPU from the
-# OpenVINO call after it (42-48 ms against 24-26 ms in blocks).
+# OpenVINO call after it (42-48 ms against 24-26 ms in blocks). Even a turn of four is not clear
+# of it on a fast model: OpenVINO read 2.2-2.8 ms a call on MobileNetV2 INT8 right after ONNX
+# Runtime's turn, 1.5-2.2 ms after a pause, so each turn starts after PAUSE_S of idleness, as a
+# served engine alone would.
 ROUNDS = 3
+PAUSE_S = 0.05
+TURN_S = 0.1  # a turn runs at least this long, so a fast model's figure is more than a few calls
 
 
 @dataclass
@@ -57,16 +63,29 @@ def agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
 
 
 def time_in_turns(backends: list[Backend], inputs: dict[str, np.ndarray], runs: int = TIMED_RUNS) -> list[float]:
-    """Median latency in ms of each backend over about ``runs`` inferences, taken in ROUNDS turns
-    (each after one untimed run), the order reversed every round."""
+    """Median latency in ms of each backend over at least ``runs`` inferences, taken in ROUNDS
+    turns (each after PAUSE_S and one untimed run, at least TURN_S long), the order reversed every
+    round."""
     latencies: list[list[float]] = [[] for _ in backends]
     per_turn = max(1, runs // ROUNDS)
     order = list(range(len(backends)))
     for _ in range(ROUNDS):
         for i in order:
-            latencies[i] += time_inferences(backends[i], inputs, per_turn)
+            time.sleep(PAUSE_S)  # the other engine's pool threads stop spinning
+            latencies[i] += _turn(backends[i], inputs, per_turn)
         order.reverse()
     return [statistics.median(values) * 1000.0 for values in latencies]
+
+
+def _turn(backend: Backend, inputs: dict[str, np.ndarray], runs: int) -> list[float]:
+    """Latencies in seconds of at least ``runs`` inferences, and of TURN_S, after one untimed run."""
+    latencies = time_inferences(backend, inputs, runs)
+    end = time.perf_counter() + TURN_S - sum(latencies)
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        backend.infer(inputs)
+        latencies.append(time.perf_counter() - start)
+    return latencies
 
 
 def choose(loaders: dict[str, Callable[[], Backend]], precision: str, runs: int = TIMED_RUNS) -> Backend:
