@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything the tests and the demo need, on a fresh Debian machine, cached between runs:
-# a virtual environment with the project and its dev extras, h2load, kubectl, the Kubernetes binaries
+# a virtual environment with the project and its dev extras, one with KServe's clients, h2load, kubectl, the Kubernetes binaries
 # (control plane and node, built once from Debian's source, ~6-15 min), Helm, and what a real node
 # needs (containerd, runc, CNI, podman and the base image; hack/setup-node.sh).
 set -euo pipefail
@@ -17,6 +17,16 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$want" >"$stamp"
+fi
+
+# KServe's own Python clients, for tests/runtime/test_runtime_kserve_client.py, in an environment of
+# their own: kserve pins protobuf 6, the project's stubs and tritonclient run on 7.
+KSERVE=0.21.0
+if [[ ! -x .venv-kserve/bin/python ]] || ! .venv-kserve/bin/python -c "import kserve" 2>/dev/null ||
+  [[ "$(cat .venv-kserve/.kserve 2>/dev/null)" != "$KSERVE" ]]; then
+  "$PYTHON" -m venv .venv-kserve
+  (.venv-kserve/bin/python -m pip install -q "kserve==$KSERVE" && echo "$KSERVE" >.venv-kserve/.kserve) ||
+    echo "kserve: not installed; its client test will skip" >&2
 fi
 
 # h2load (Debian's nghttp2-client): a second HTTP/2 implementation for the gRPC port's tests, and
