@@ -45,7 +45,7 @@ import h2client  # noqa: E402
 import models as model_builders  # noqa: E402
 from modeldeploy_runtime.measure.compare import OutputDiff  # noqa: E402
 from modeldeploy_runtime.measure.loadgen import Result, http_load, inprocess_load  # noqa: E402
-from run import median_row, requests_for, start_server  # noqa: E402
+from run import binary_body, median_row, requests_for, start_server  # noqa: E402
 
 MODELS = ("resnet50", "mobilenet_v2")
 CONCURRENCY = (1, 8)
@@ -116,7 +116,7 @@ def bench_model(name: str, path: Path, rounds: int, seconds: float | None, sampl
     load_before = os.getloadavg()
     try:
         request = requests_for(x, PORT)["binary"]
-        body, header_len = h2client.binary_body(x)
+        body, header_len = binary_body(x)
         clients = ["server_bf16"] + (["server_bf16_h2load"] if h2client.available() else [])
         scenarios = []
         for conc in CONCURRENCY:

@@ -40,7 +40,7 @@ import h2client  # noqa: E402
 import models as model_builders  # noqa: E402
 from modeldeploy_runtime.measure.bench_grpc import encode_request, grpc_load  # noqa: E402
 from modeldeploy_runtime.measure.loadgen import Result, http_load, inprocess_load  # noqa: E402
-from run import ROOT, median_row, requests_for, start_server  # noqa: E402
+from run import ROOT, binary_body, median_row, requests_for, start_server  # noqa: E402
 
 SHAPES = {"resnet50": (1, 3, 224, 224), "mlp": (1, 64)}
 # seconds per measurement by concurrency: at 32 a ResNet-50 request waits for 31 others (seconds here)
@@ -74,7 +74,7 @@ def bench_model(name: str, path: Path, rounds: int, seconds: float | None) -> li
     x = np.random.default_rng(0).random(SHAPES[name], dtype=np.float32)
     rest = requests_for(x, PORT)["binary"]
     grpc_body = encode_request("m", None, {"input": x}, ["output"])
-    raw_rest, header_len = h2client.binary_body(x)
+    raw_rest, header_len = binary_body(x)
     use_h2load = h2client.available()
     session = None
     if name == "mlp":

@@ -8,7 +8,6 @@ from the server it measures, which in-process calls never pay. `hack/setup.sh` i
 
 from __future__ import annotations
 
-import json
 import re
 import resource
 import shutil
@@ -64,13 +63,3 @@ def grpc(
     args = ["-c", str(conns), "-m", str(concurrency // conns), "-d", str(path), "-H", "content-type: application/grpc",
             "-H", "te: trailers", f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer"]  # fmt: skip
     return h2load(label, args, concurrency, seconds)
-
-
-def binary_body(x, output: str = "output", name: str = "input") -> tuple[bytes, int]:
-    """A v2 infer request body with the binary tensor extension, and its JSON header's length."""
-    header = json.dumps(
-        {"inputs": [{"name": name, "shape": list(x.shape), "datatype": "FP32",
-                     "parameters": {"binary_data_size": x.nbytes}}],
-         "outputs": [{"name": output, "parameters": {"binary_data": True}}]}
-    ).encode()  # fmt: skip
-    return header + x.tobytes(), len(header)

@@ -39,7 +39,7 @@ import h2client  # noqa: E402
 import make_classifier_tflite as tflite_builder  # noqa: E402
 from engines import cpu_name  # noqa: E402
 from modeldeploy_runtime.measure.loadgen import Result, build_request, http_load, inprocess_load  # noqa: E402
-from run import median_row, start_server  # noqa: E402
+from run import binary_body, median_row, start_server  # noqa: E402
 
 WIDTHS = (1024, 2048, 2048, 1000)
 MODELS = {
@@ -78,7 +78,7 @@ def bench_model(name: str, threads: int, rounds: int, seconds: float) -> dict:
     clients = ["python"] + (["h2load"] if h2client.available() else [])
     runs: dict[str, list[Result]] = {"in-process": [], **{c: [] for c in clients}}
     try:
-        body, header_len = h2client.binary_body(x, "probs")
+        body, header_len = binary_body(x, "probs")
         request = build_request("127.0.0.1", PORT, "/v2/models/m/infer", body,
                                 {"Inference-Header-Content-Length": str(header_len)})  # fmt: skip
         for i in range(rounds):

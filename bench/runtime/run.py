@@ -48,16 +48,22 @@ SECONDS = {"resnet50": 2.5, "mobilenet_v2": 1.5, "mlp": 1.0}
 PORT = 18765
 
 
-def requests_for(x: np.ndarray, port: int) -> dict[str, bytes]:
+def binary_body(x: np.ndarray, output: str = "output", name: str = "input") -> tuple[bytes, int]:
+    """A v2 infer request body with the binary tensor extension, and its JSON header's length."""
     header = orjson.dumps(
         {
-            "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+            "inputs": [{"name": name, "shape": list(x.shape), "datatype": "FP32",
                         "parameters": {"binary_data_size": x.nbytes}}],
-            "outputs": [{"name": "output", "parameters": {"binary_data": True}}],
+            "outputs": [{"name": output, "parameters": {"binary_data": True}}],
         }
     )  # fmt: skip
-    binary = build_request("127.0.0.1", port, "/v2/models/m/infer", header + x.tobytes(),
-                           {"Inference-Header-Content-Length": str(len(header))})  # fmt: skip
+    return header + x.tobytes(), len(header)
+
+
+def requests_for(x: np.ndarray, port: int) -> dict[str, bytes]:
+    body, header_len = binary_body(x)
+    binary = build_request("127.0.0.1", port, "/v2/models/m/infer", body,
+                           {"Inference-Header-Content-Length": str(header_len)})  # fmt: skip
     # JSON numbers as the shortest text that round-trips a float32 (what orjson and numpy-aware
     # encoders write); Python's json writes 17 digits per float and doubles the body.
     body = orjson.dumps(
