@@ -72,20 +72,9 @@ def time_in_turns(backends: list[Backend], inputs: dict[str, np.ndarray], runs: 
     for _ in range(ROUNDS):
         for i in order:
             time.sleep(PAUSE_S)  # the other engine's pool threads stop spinning
-            latencies[i] += _turn(backends[i], inputs, per_turn)
+            latencies[i] += time_inferences(backends[i], inputs, per_turn, min_s=TURN_S)
         order.reverse()
     return [statistics.median(values) * 1000.0 for values in latencies]
-
-
-def _turn(backend: Backend, inputs: dict[str, np.ndarray], runs: int) -> list[float]:
-    """Latencies in seconds of at least ``runs`` inferences, and of TURN_S, after one untimed run."""
-    latencies = time_inferences(backend, inputs, runs)
-    end = time.perf_counter() + TURN_S - sum(latencies)
-    while time.perf_counter() < end:
-        start = time.perf_counter()
-        backend.infer(inputs)
-        latencies.append(time.perf_counter() - start)
-    return latencies
 
 
 def choose(loaders: dict[str, Callable[[], Backend]], precision: str, runs: int = TIMED_RUNS) -> Backend:

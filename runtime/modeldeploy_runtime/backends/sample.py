@@ -31,11 +31,12 @@ def sample_inputs(specs: Sequence[TensorSpec], batched: bool, seed: int = 0) -> 
     return out
 
 
-def time_inferences(backend: Backend, inputs: dict, runs: int) -> list[float]:
-    """Latencies in seconds of ``runs`` inferences of ``inputs``, after one untimed run."""
+def time_inferences(backend: Backend, inputs: dict, runs: int, min_s: float = 0.0) -> list[float]:
+    """Latencies in seconds of ``runs`` inferences of ``inputs`` (more, until they add up to
+    ``min_s``), after one untimed run."""
     backend.infer(inputs)
     latencies = []
-    for _ in range(runs):
+    while len(latencies) < runs or sum(latencies) < min_s:
         start = time.perf_counter()
         backend.infer(inputs)
         latencies.append(time.perf_counter() - start)
