@@ -233,7 +233,7 @@ class Connection(asyncio.Protocol):
                     return
                 self._preface = True
                 self._out += SERVER_PREFACE  # ours once the client's shows it speaks HTTP/2
-                view = memoryview(bytes(buf[len(PREFACE) :]))
+                view = memoryview(buf[len(PREFACE) :])  # a copy: buf is emptied
                 buf.clear()
             if self._buf:
                 view = self._complete(view)
@@ -261,12 +261,11 @@ class Connection(asyncio.Protocol):
         view = view[take:]
         if len(buf) < 9 + length:
             return None
-        kind, flags, stream_id = _FRAME.unpack_from(buf, 0)[2:]
-        payload = memoryview(buf)[9:]
+        whole = memoryview(buf)
         try:
-            self._frame(kind, flags, stream_id & 0x7FFFFFFF, payload)
+            self._frames(whole)
         finally:
-            payload.release()
+            whole.release()
         buf.clear()
         return view
 
@@ -282,12 +281,10 @@ class Connection(asyncio.Protocol):
         """Handle the whole frames at the front of ``view``; the bytes they took."""
         pos, end = 0, len(view)
         while end - pos >= 9:
-            hi, lo, kind, flags, stream_id = _FRAME.unpack_from(view, pos)
-            length = (hi << 8) | lo
-            if length > MAX_FRAME:
-                raise H2ConnectionError(FRAME_SIZE_ERROR, f"a frame of {length} bytes, over {MAX_FRAME}")
+            length = self._length(view, pos)
             if end - pos - 9 < length:
                 break
+            kind, flags, stream_id = _FRAME.unpack_from(view, pos)[2:]
             start = pos + 9
             pos = start + length
             self._frame(kind, flags, stream_id & 0x7FFFFFFF, view[start:pos])
