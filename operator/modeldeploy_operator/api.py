@@ -59,6 +59,10 @@ class Backend(StrEnum):
     AUTO = "auto"
 
 
+# Engines that run on the CPU alone: a pod serving with one of them gets no GPU unless asked.
+CPU_BACKENDS = (Backend.OPENVINO, Backend.LITERT)
+
+
 class Precision(StrEnum):
     FP32 = "fp32"
     FP16 = "fp16"
@@ -353,7 +357,15 @@ class Runtime(Model):
 
 
 class Resources(Model):
-    gpu: int = Field(default=1, ge=0, le=16, description="NVIDIA GPUs per pod (`nvidia.com/gpu`). 0 serves on CPU.")
+    gpu: int | None = Field(
+        default=None,
+        ge=0,
+        le=16,
+        description=(
+            "NVIDIA GPUs per pod (`nvidia.com/gpu`). 0 serves on CPU. Unset: 0 for the CPU engines (backend "
+            "`openvino` or `litert`, a `tflite` or `openvino` model, precision `bf16`), else 1."
+        ),
+    )
     gpu_product: str | None = Field(
         default=None,
         description=(
@@ -574,6 +586,15 @@ class ModelDeploymentSpec(Model):
         pattern=DNS_SUBDOMAIN,
         max_length=253,
     )
+
+    @model_validator(mode="after")
+    def _default_gpus(self) -> ModelDeploymentSpec:
+        """An unset GPU count is 0 where the engine serving the model runs on the CPU alone, so a
+        LiteRT or OpenVINO pod neither holds a GPU it cannot use nor waits for one; else 1."""
+        if self.resources.gpu is None:
+            cpu_engine = self.backend in CPU_BACKENDS or self.runtime.precision == Precision.BF16
+            self.resources.gpu = 0 if cpu_engine else 1
+        return self
 
     @property
     def backend(self) -> Backend:

@@ -63,6 +63,35 @@ def test_gpu_pods_tolerate_the_nvidia_gpu_taint_by_default():
     assert pod_spec(resources={"gpu": 1})["tolerations"] == [GPU_TOLERATION]
 
 
+@pytest.mark.parametrize(
+    "model, runtime, gpus",
+    [
+        ({"format": "onnx"}, {}, "1"),
+        ({"format": "onnx"}, {"backend": "auto"}, "1"),
+        ({"format": "tflite", "uri": "pvc://models/m/model.tflite"}, {}, None),
+        ({"format": "onnx"}, {"backend": "litert"}, None),
+        ({"format": "onnx"}, {"backend": "openvino"}, None),
+        ({"format": "openvino", "uri": "pvc://models/ir/model.xml"}, {}, None),
+        ({"format": "onnx"}, {"backend": "auto", "precision": "bf16"}, None),
+    ],
+    ids=["onnx", "auto", "tflite", "litert", "openvino", "ir", "bf16"],
+)
+def test_an_unset_gpu_count_is_none_for_the_cpu_engines_and_one_otherwise(model, runtime, gpus):
+    pod = pod_spec(model=model, runtime=runtime)
+    (c,) = pod["containers"]
+    assert c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu") == gpus
+    assert env_of({"spec": {"template": {"spec": pod}}})["MODELDEPLOY_REQUIRE_GPU"]["value"] == (
+        "true" if gpus else "false"
+    )
+    assert ("tolerations" in pod) == bool(gpus)
+
+
+def test_a_gpu_count_that_is_set_is_kept_whatever_the_engine():
+    limits = container(model={"format": "onnx"}, runtime={"backend": "openvino"}, resources={"gpu": 1})["resources"]
+    assert limits["limits"]["nvidia.com/gpu"] == "1"
+    assert "nvidia.com/gpu" not in container(resources={"gpu": 0}).get("resources", {}).get("limits", {})
+
+
 def test_a_user_toleration_for_the_gpu_taint_replaces_the_default():
     mine = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "a100", "effect": "NoExecute"}
     assert pod_spec(resources={"gpu": 1}, scheduling={"tolerations": [mine]})["tolerations"] == [mine]
