@@ -9,7 +9,9 @@ For each model (random weights from bench/models.py, batch 1, FP32 [1, 3, 224, 2
 max batch 8, greedy batching), then runs in turn, for several short rounds, at each concurrency:
 ONNX Runtime FP32 in process (a default session, ``concurrency`` threads calling ``run``), OpenVINO
 bf16 in process (the ONNX file compiled with the latency hint, one infer request per thread), the
-server with binary tensors; and at concurrency 1, OpenVINO FP32 in process. Each figure is the
+server with binary tensors (driven by each client of run.py's ServerClients: loadgen's asyncio
+client, h2load where installed, and at concurrency 1 a blocking socket); and at concurrency 1,
+OpenVINO FP32 in process. Each figure is the
 median over rounds, each ratio the median of per-round ratios, so neighbours' load hits both
 sides of a ratio alike. Accuracy: bf16 (the server's engine, in process) against ONNX Runtime FP32
 and against OpenVINO FP32 on 256 random inputs: top-1 agreement and the largest relative error
@@ -41,11 +43,10 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-import h2client  # noqa: E402
 import models as model_builders  # noqa: E402
 from modeldeploy_runtime.measure.compare import OutputDiff  # noqa: E402
-from modeldeploy_runtime.measure.loadgen import Result, http_load, inprocess_load  # noqa: E402
-from run import binary_body, median_row, requests_for, start_server  # noqa: E402
+from modeldeploy_runtime.measure.loadgen import Result, inprocess_load  # noqa: E402
+from run import ServerClients, median_row, start_server  # noqa: E402
 
 MODELS = ("resnet50", "mobilenet_v2")
 CONCURRENCY = (1, 8)
@@ -115,35 +116,30 @@ def bench_model(name: str, path: Path, rounds: int, seconds: float | None, sampl
     proc, ready_s = start_server(path, PORT, ["--backend", "openvino", "--precision", "bf16"])
     load_before = os.getloadavg()
     try:
-        request = requests_for(x, PORT)["binary"]
-        body, header_len = binary_body(x)
-        clients = ["server_bf16"] + (["server_bf16_h2load"] if h2client.available() else [])
         scenarios = []
         for conc in CONCURRENCY:
-            runs: dict[str, list[Result]] = {"ort_fp32": [], "ov_bf16": [], "ov_fp32": [], **{c: [] for c in clients}}
+            clients = ServerClients(PORT, x, "output", conc)
+            servers = [f"server_{c}" for c in clients.names]
+            runs: dict[str, list[Result]] = {"ort_fp32": [], "ov_bf16": [], "ov_fp32": [], **{c: [] for c in servers}}
             for i in range(rounds):
                 runs["ort_fp32"].append(inprocess_load("ort", lambda: session.run(None, {"input": x}), conc, duration))
                 runs["ov_bf16"].append(inprocess_load("ov-bf16", lambda: ov_bf16(x), conc, duration))
-                for client in clients if i % 2 == 0 else clients[::-1]:
-                    if client == "server_bf16":
-                        runs[client].append(http_load("binary", "127.0.0.1", PORT, request, conc, duration, warmup=3))
-                    else:
-                        runs[client].append(h2client.rest(PORT, body, header_len, conc, duration, "binary (h2load)"))
+                for client, result in clients.round(i, duration).items():
+                    runs[f"server_{client}"].append(result)
                 if conc == 1:
                     runs["ov_fp32"].append(inprocess_load("ov-fp32", lambda: ov_fp32(x), conc, duration))
             row = {k: median_row(v) for k, v in runs.items() if v}
             sc = {
                 "concurrency": conc,
+                "clients": clients.names,
                 "rps": {k: r["rps"] for k, r in row.items()},
                 "p50_ms": {k: r["p50_ms"] for k, r in row.items()},
-                "errors": sum(row[c]["errors"] for c in clients),
-                "server_x_ort_fp32": ratio(runs["server_bf16"], runs["ort_fp32"]),
-                "server_x_ov_bf16": ratio(runs["server_bf16"], runs["ov_bf16"]),
+                "errors": sum(row[c]["errors"] for c in servers),
                 "ov_bf16_x_ort_fp32": ratio(runs["ov_bf16"], runs["ort_fp32"]),
             }
-            if "server_bf16_h2load" in runs:
-                sc["server_h2load_x_ort_fp32"] = ratio(runs["server_bf16_h2load"], runs["ort_fp32"])
-                sc["server_h2load_x_ov_bf16"] = ratio(runs["server_bf16_h2load"], runs["ov_bf16"])
+            for c in servers:
+                sc[f"{c}_x_ort_fp32"] = ratio(runs[c], runs["ort_fp32"])
+                sc[f"{c}_x_ov_bf16"] = ratio(runs[c], runs["ov_bf16"])
             if runs["ov_fp32"]:
                 sc["ov_fp32_x_ort_fp32"] = ratio(runs["ov_fp32"], runs["ort_fp32"])
             scenarios.append(sc)
@@ -181,24 +177,21 @@ def auto_choice(path: Path) -> dict:
 
 def markdown(results: list[dict]) -> str:
     lines = [
-        "| model | conc | ORT FP32 in process | OpenVINO bf16 in process | server OpenVINO bf16 (binary), h2load / "
-        "Python client | server x ORT FP32, h2load / Python | server x OpenVINO bf16, h2load / Python | "
-        "OpenVINO FP32 in process (x ORT FP32) |",
+        "| model | conc | ORT FP32 in process | OpenVINO bf16 in process | server OpenVINO bf16 (binary), by client | "
+        "server x ORT FP32 | server x OpenVINO bf16 | OpenVINO FP32 in process (x ORT FP32) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         for sc in res["scenarios"]:
             r = sc["rps"]
             fp32 = f"{r['ov_fp32']:.1f} ({sc['ov_fp32_x_ort_fp32']:.2f}x)" if "ov_fp32" in r else "-"
-            h2 = "server_bf16_h2load" in r
-            pairs = [
-                (f"{r['server_bf16_h2load']:.1f} / " if h2 else "") + f"{r['server_bf16']:.1f}",
-                *((f"{sc[f'server_h2load_{k}']:.2f} / " if h2 else "") + f"{sc[f'server_{k}']:.2f}"
-                  for k in ("x_ort_fp32", "x_ov_bf16")),
-            ]  # fmt: skip
+            cells = [
+                " / ".join(f"{c} {r[f'server_{c}']:.1f}" for c in sc["clients"]),
+                *(" / ".join(f"{sc[f'server_{c}_x_{k}']:.2f}" for c in sc["clients"]) for k in ("ort_fp32", "ov_bf16")),
+            ]
             lines.append(
                 f"| {res['model']} | {sc['concurrency']} | {r['ort_fp32']:.1f} | {r['ov_bf16']:.1f} | "
-                f"{' | '.join(pairs)} | {fp32} |"
+                f"{' | '.join(cells)} | {fp32} |"
             )
     lines += ["", "| model | OpenVINO FP32 x ORT FP32 in process, conc 1 | `backend: auto` (FP32) chose | its warm-up p50 ms | "
               "its max rel diff |", "|---|---|---|---|---|"]  # fmt: skip

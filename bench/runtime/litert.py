@@ -11,8 +11,9 @@ FULLY_CONNECTED + RELU layers 2048, 2048, then 1000 classes and SOFTMAX (33 MB; 
 millisecond, so the HTTP round trip is most of what it measures). The server runs each on the litert
 backend (threads from the CPU quota, max batch 8, greedy batching); the reference is an
 ``ai_edge_litert`` interpreter with as many threads, called from one thread. The server is driven by
-h2load (a C client, bench/runtime/h2client.py) where it is installed, and by loadgen's Python
-client, in alternating order, both with binary tensors. Each figure is the median over rounds, the
+h2load (a C client, bench/runtime/h2client.py) where it is installed, by loadgen's Python
+client, and by a blocking socket (run.py's ServerClients), in alternating order, all with binary
+tensors. Each figure is the median over rounds, the
 ratio the median of per-round ratios. Results go to bench/out/litert.json and a markdown table on
 stdout.
 """
@@ -35,11 +36,10 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
 
-import h2client  # noqa: E402
 import make_classifier_tflite as tflite_builder  # noqa: E402
 from engines import cpu_name  # noqa: E402
-from modeldeploy_runtime.measure.loadgen import Result, build_request, http_load, inprocess_load  # noqa: E402
-from run import binary_body, median_row, start_server  # noqa: E402
+from modeldeploy_runtime.measure.loadgen import Result, inprocess_load  # noqa: E402
+from run import ServerClients, median_row, start_server  # noqa: E402
 
 WIDTHS = (1024, 2048, 2048, 1000)
 MODELS = {
@@ -75,19 +75,13 @@ def bench_model(name: str, threads: int, rounds: int, seconds: float) -> dict:
 
     proc, ready_s = start_server(path, PORT, ["--threads", str(threads)])
     load_before = os.getloadavg()
-    clients = ["python"] + (["h2load"] if h2client.available() else [])
-    runs: dict[str, list[Result]] = {"in-process": [], **{c: [] for c in clients}}
+    clients = ServerClients(PORT, x, "probs", 1)
+    runs: dict[str, list[Result]] = {"in-process": [], **{c: [] for c in clients.names}}
     try:
-        body, header_len = binary_body(x, "probs")
-        request = build_request("127.0.0.1", PORT, "/v2/models/m/infer", body,
-                                {"Inference-Header-Content-Length": str(header_len)})  # fmt: skip
         for i in range(rounds):
             runs["in-process"].append(inprocess_load("in-process", call, 1, seconds))
-            for client in clients if i % 2 == 0 else clients[::-1]:
-                if client == "h2load":
-                    runs[client].append(h2client.rest(PORT, body, header_len, 1, seconds, "binary (h2load)"))
-                else:
-                    runs[client].append(http_load("binary", "127.0.0.1", PORT, request, 1, seconds, warmup=3))
+            for client, result in clients.round(i, seconds).items():
+                runs[client].append(result)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -98,7 +92,8 @@ def bench_model(name: str, threads: int, rounds: int, seconds: float) -> dict:
         "load_before": [round(v, 2) for v in load_before],
         "load_after": [round(v, 2) for v in os.getloadavg()],
         **{key: median_row(value) for key, value in runs.items()},
-        **{f"{c}_x_in_process": ratio(runs[c], runs["in-process"]) for c in clients},
+        "clients": clients.names,
+        **{f"{c}_x_in_process": ratio(runs[c], runs["in-process"]) for c in clients.names},
     }
     print(json.dumps(result), flush=True)
     return result
@@ -106,18 +101,17 @@ def bench_model(name: str, threads: int, rounds: int, seconds: float) -> dict:
 
 def markdown(results: list[dict]) -> str:
     lines = [
-        "| model | threads | LiteRT in process req/s | server req/s, h2load (x in process) | server req/s, Python "
-        "client (x in process) | p50 ms in process / h2load / Python | errors | load avg before -> after |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | threads | LiteRT in process req/s | server req/s by client (x in process) | "
+        "p50 ms in process / by client | errors | load avg before -> after |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        base, py, h2 = r["in-process"], r["python"], r.get("h2load")
-        h2_cell = f"{h2['rps']:.1f} (**{r['h2load_x_in_process']:.2f}**)" if h2 else "-"
+        base, clients = r["in-process"], r["clients"]
+        rps = " / ".join(f"{c} {r[c]['rps']:.1f} (**{r[f'{c}_x_in_process']:.2f}**)" for c in clients)
+        p50 = " / ".join(f"{r[c]['p50_ms']:.2f}" for c in clients)
         lines.append(
-            f"| {r['model']} | {r['threads']} | {base['rps']:.1f} | {h2_cell} | {py['rps']:.1f} "
-            f"({r['python_x_in_process']:.2f}) | {base['p50_ms']:.2f} / {h2['p50_ms'] if h2 else '-'} / "
-            f"{py['p50_ms']:.2f} | {py['errors'] + (h2['errors'] if h2 else 0)} | "
-            f"{r['load_before'][0]:.2f} -> {r['load_after'][0]:.2f} |"
+            f"| {r['model']} | {r['threads']} | {base['rps']:.1f} | {rps} | {base['p50_ms']:.2f} / {p50} | "
+            f"{sum(r[c]['errors'] for c in clients)} | {r['load_before'][0]:.2f} -> {r['load_after'][0]:.2f} |"
         )
     return "\n".join(lines)
 

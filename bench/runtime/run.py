@@ -35,8 +35,15 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+import h2client  # noqa: E402
 import models as model_builders  # noqa: E402
-from modeldeploy_runtime.measure.loadgen import Result, build_request, http_load, inprocess_load  # noqa: E402
+from modeldeploy_runtime.measure.loadgen import (  # noqa: E402
+    Result,
+    build_request,
+    http_load,
+    http_load_blocking,
+    inprocess_load,
+)
 
 # model -> (input shape of one request, concurrencies, encodings at each concurrency)
 PLAN = {
@@ -58,6 +65,40 @@ def binary_body(x: np.ndarray, output: str = "output", name: str = "input") -> t
         }
     )  # fmt: skip
     return header + x.tobytes(), len(header)
+
+
+class ServerClients:
+    """The clients that drive a server with one binary-tensor request in a benchmark's rounds:
+    loadgen's asyncio client (``python``), h2load where it is installed (``h2load``, a C client), and
+    at concurrency 1 a blocking socket (``blocking``: no event loop, the least work a Python client
+    can do per request, so the figure is closest to the server's own). Their order is reversed every
+    other round, so that none always runs right after the in-process reference."""
+
+    def __init__(self, port: int, x: np.ndarray, output: str, concurrency: int) -> None:
+        self.port, self.concurrency = port, concurrency
+        self.body, self.header_len = binary_body(x, output)
+        self.request = build_request("127.0.0.1", port, "/v2/models/m/infer", self.body,
+                                     {"Inference-Header-Content-Length": str(self.header_len)})  # fmt: skip
+        self.names = (
+            ["python"] + (["h2load"] if h2client.available() else []) + (["blocking"] if concurrency == 1 else [])
+        )
+
+    def round(self, i: int, duration: float) -> dict[str, Result]:
+        out = {}
+        for name in self.names if i % 2 == 0 else self.names[::-1]:
+            if name == "h2load":
+                out[name] = h2client.rest(
+                    self.port, self.body, self.header_len, self.concurrency, duration, "binary (h2load)"
+                )
+            elif name == "blocking":
+                out[name] = http_load_blocking(
+                    "binary (blocking)", "127.0.0.1", self.port, self.request, duration, warmup=3
+                )
+            else:
+                out[name] = http_load(
+                    "binary", "127.0.0.1", self.port, self.request, self.concurrency, duration, warmup=3
+                )
+        return out
 
 
 def requests_for(x: np.ndarray, port: int) -> dict[str, bytes]:
