@@ -13,7 +13,9 @@ backend (threads from the CPU quota, max batch 8, greedy batching); the referenc
 ``ai_edge_litert`` interpreter with as many threads, called from one thread. The server is driven by
 h2load (a C client, bench/runtime/h2client.py) where it is installed, by loadgen's Python
 client, and by a blocking socket (run.py's ServerClients), in alternating order, all with binary
-tensors. Each figure is the median over rounds, the
+tensors. Each round also times the transport floor (floor.py: a bare socket loop in another process
+that reads the same request and answers at once), which bounds what any server can reach of the
+in-process figure. Each figure is the median over rounds, the
 ratio the median of per-round ratios. Results go to bench/out/litert.json and a markdown table on
 stdout.
 """
@@ -38,6 +40,7 @@ sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
 
 import make_classifier_tflite as tflite_builder  # noqa: E402
 from engines import cpu_name  # noqa: E402
+from floor import TransportFloor, bound  # noqa: E402
 from modeldeploy_runtime.measure.loadgen import Result, inprocess_load  # noqa: E402
 from run import ServerClients, median_row, start_server  # noqa: E402
 
@@ -76,12 +79,14 @@ def bench_model(name: str, threads: int, rounds: int, seconds: float) -> dict:
     proc, ready_s = start_server(path, PORT, ["--threads", str(threads)])
     load_before = os.getloadavg()
     clients = ServerClients(PORT, x, "probs", 1)
-    runs: dict[str, list[Result]] = {"in-process": [], **{c: [] for c in clients.names}}
+    runs: dict[str, list[Result]] = {"in-process": [], "floor": [], **{c: [] for c in clients.names}}
     try:
-        for i in range(rounds):
-            runs["in-process"].append(inprocess_load("in-process", call, 1, seconds))
-            for client, result in clients.round(i, seconds).items():
-                runs[client].append(result)
+        with TransportFloor(clients.request) as floor:
+            for i in range(rounds):
+                runs["in-process"].append(inprocess_load("in-process", call, 1, seconds))
+                runs["floor"].append(floor.measure(seconds))
+                for client, result in clients.round(i, seconds).items():
+                    runs[client].append(result)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -93,6 +98,7 @@ def bench_model(name: str, threads: int, rounds: int, seconds: float) -> dict:
         "load_after": [round(v, 2) for v in os.getloadavg()],
         **{key: median_row(value) for key, value in runs.items()},
         "clients": clients.names,
+        "floor_bound_x_in_process": bound(runs["in-process"], runs["floor"]),
         **{f"{c}_x_in_process": ratio(runs[c], runs["in-process"]) for c in clients.names},
     }
     print(json.dumps(result), flush=True)
@@ -102,8 +108,8 @@ def bench_model(name: str, threads: int, rounds: int, seconds: float) -> dict:
 def markdown(results: list[dict]) -> str:
     lines = [
         "| model | threads | LiteRT in process req/s | server req/s by client (x in process) | "
-        "p50 ms in process / by client | errors | load avg before -> after |",
-        "|---|---|---|---|---|---|---|",
+        "p50 ms in process / by client | transport floor p50 ms (bound) | errors | load avg before -> after |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         base, clients = r["in-process"], r["clients"]
@@ -111,6 +117,7 @@ def markdown(results: list[dict]) -> str:
         p50 = " / ".join(f"{r[c]['p50_ms']:.2f}" for c in clients)
         lines.append(
             f"| {r['model']} | {r['threads']} | {base['rps']:.1f} | {rps} | {base['p50_ms']:.2f} / {p50} | "
+            f"{r['floor']['p50_ms']:.2f} ({r['floor_bound_x_in_process']:.2f}) | "
             f"{sum(r[c]['errors'] for c in clients)} | {r['load_before'][0]:.2f} -> {r['load_after'][0]:.2f} |"
         )
     return "\n".join(lines)
