@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import sys
 
 import grpc
 import nodehost  # hack/, on the path through conftest
@@ -34,6 +35,7 @@ NAME = "digits"
 BUCKET, KEY = "models", "digits/digits-mlp.onnx"
 MODEL = ROOT / "examples" / "models" / "digits-mlp.onnx"
 SECRET, WRONG_SECRET = "s3-credentials", "s3-wrong-credentials"
+TFLITE = ROOT / "tests" / "fixtures" / "classifier.tflite"
 
 
 def s3_resource(moto: MotoS3, name: str, key: str = KEY, secret: str = SECRET) -> dict:
@@ -176,6 +178,45 @@ def test_grpc_infer_through_the_service_and_grpc_health_on_the_pod(store):
         for service_name in ("", "live"):
             reply = health.Check(health_pb2.HealthCheckRequest(service=service_name), timeout=10)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, service_name
+
+
+def test_a_tflite_model_applied_without_resources_serves_on_litert_and_holds_no_gpu(store):
+    """A .tflite classifier and no `resources` at all: the operator picks LiteRT, the pod asks for no
+    GPU (this node has none, so one asked for would leave it Pending), and tritonclient gets through
+    the Service the softmax the fixture's weights compute."""
+    import tritonclient.http as httpclient
+
+    sys.path.insert(0, str(TFLITE.parent))
+    import make_classifier_tflite as fixture
+
+    cluster, moto = store
+    name, key = "classifier", "classifier/classifier.tflite"
+    moto.put(BUCKET, key, TFLITE.read_bytes())
+    doc = s3_resource(moto, name, key)
+    doc["spec"]["model"].update(format="tflite", name="classifier")
+    del doc["spec"]["resources"], doc["spec"]["runtime"]
+    cluster.kubectl("apply", "-n", NS, "-f", "-", input=json.dumps(doc))
+    cluster.wait_phase(NS, name, "Ready", timeout=240)
+    wait_for(lambda: len(cluster.ready_pods(NS, name)) == 1, 120, "1 Ready pod")
+    (pod,) = cluster.ready_pods(NS, name)
+    container = pod["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in (container.get("resources") or {}).get("limits", {}), container["resources"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (env["MODELDEPLOY_BACKEND"], env["MODELDEPLOY_REQUIRE_GPU"]) == ("litert", "false")
+    client = httpclient.InferenceServerClient(f"{cluster.cluster_ip(NS, name)}:8080")
+    try:
+        assert client.get_model_metadata("classifier")["platform"] == "litert_tflite"
+        w, b = fixture.weights()
+        x = np.random.default_rng(7).standard_normal((3, w.shape[1])).astype(np.float32)
+        inp = httpclient.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=True)
+        got = client.infer("classifier", [inp]).as_numpy("probs")
+    finally:
+        client.close()
+    logits = x @ w.T + b
+    want = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(got, want / want.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
+    cluster.kubectl("delete", "mdep", name, "-n", NS)
 
 
 @pytest.fixture(scope="module")
