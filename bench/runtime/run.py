@@ -77,8 +77,7 @@ class ServerClients:
     def __init__(self, port: int, x: np.ndarray, output: str, concurrency: int) -> None:
         self.port, self.concurrency = port, concurrency
         self.body, self.header_len = binary_body(x, output)
-        self.request = build_request("127.0.0.1", port, "/v2/models/m/infer", self.body,
-                                     {"Inference-Header-Content-Length": str(self.header_len)})  # fmt: skip
+        self.request = binary_request(port, self.body, self.header_len)
         self.names = (
             ["python"] + (["h2load"] if h2client.available() else []) + (["blocking"] if concurrency == 1 else [])
         )
@@ -101,10 +100,14 @@ class ServerClients:
         return out
 
 
+def binary_request(port: int, body: bytes, header_len: int) -> bytes:
+    """The whole HTTP request for a binary_body."""
+    return build_request("127.0.0.1", port, "/v2/models/m/infer", body,
+                         {"Inference-Header-Content-Length": str(header_len)})  # fmt: skip
+
+
 def requests_for(x: np.ndarray, port: int) -> dict[str, bytes]:
-    body, header_len = binary_body(x)
-    binary = build_request("127.0.0.1", port, "/v2/models/m/infer", body,
-                           {"Inference-Header-Content-Length": str(header_len)})  # fmt: skip
+    binary = binary_request(port, *binary_body(x))
     # JSON numbers as the shortest text that round-trips a float32 (what orjson and numpy-aware
     # encoders write); Python's json writes 17 digits per float and doubles the body.
     body = orjson.dumps(
