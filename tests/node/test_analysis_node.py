@@ -69,11 +69,11 @@ class Load:
         assert len(self.results) > 200, len(self.results)
         assert not failed, f"{len(failed)} of {len(self.results)} requests failed: {failed[:5]}"
         times = sorted(r[0] for r in self.results)
-        gap = max(b - a for a, b in zip(times, times[1:], strict=False))
-        # Not a latency bar: this node's two cores also run the control plane and the new pods'
-        # start-up and warm-up, which has starved the serving pods for up to 3.4 s. A freeze as long
-        # as the clients' 10 s timeout would be an outage, which errors catch; this catches half.
-        assert gap < 5.0, f"no answer for {gap:.1f} s"
+        gap, began = max((b - a, a) for a, b in zip(times, times[1:], strict=False))
+        # 3.4 and 6.8 s here once each (TCP's SYN retries: 3 and 7 s) before replicas served on
+        # while requests still reached them after the drain delay (server.py, DRAIN_QUIET_S).
+        when = time.strftime("%H:%M:%S", time.localtime(began))
+        assert gap < 2.0, f"no answer for {gap:.1f} s from {when} (the node's logs have what happened then)"
 
 
 def epoch(rfc3339: str) -> float:

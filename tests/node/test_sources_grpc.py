@@ -203,7 +203,16 @@ def test_a_tflite_model_applied_without_resources_serves_on_litert_and_holds_no_
     assert "nvidia.com/gpu" not in (container.get("resources") or {}).get("limits", {}), container["resources"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert (env["MODELDEPLOY_BACKEND"], env["MODELDEPLOY_REQUIRE_GPU"]) == ("litert", "false")
-    client = httpclient.InferenceServerClient(f"{cluster.cluster_ip(NS, name)}:8080")
+    host = cluster.cluster_ip(NS, name)
+
+    def answering() -> bool:  # a new Service: kube-proxy may not have its endpoint yet
+        try:
+            return httpclient.InferenceServerClient(f"{host}:8080").is_model_ready("classifier")
+        except OSError:
+            return False
+
+    wait_for(answering, 30, "the Service answering")
+    client = httpclient.InferenceServerClient(f"{host}:8080")
     try:
         assert client.get_model_metadata("classifier")["platform"] == "litert_tflite"
         w, b = fixture.weights()
