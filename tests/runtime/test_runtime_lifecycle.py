@@ -222,9 +222,6 @@ def test_requests_still_arriving_after_the_drain_delay_keep_it_serving_until_the
     body, headers = slow_request(rows=1)
     server.proc.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
-    while server.status("/v2/health/ready") != 503:  # the signal is handled
-        assert time.monotonic() - signalled < 2, "readiness did not drop"
-        time.sleep(0.01)
     answered = 0
     while time.monotonic() - signalled < 3.5:  # well past the 1 s delay, a request every 0.25 s
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
