@@ -145,7 +145,6 @@ class DataPlane:
         self._queue = max_queue_size
         self._queue_timeout = queue_timeout_s
         self.inflight = 0  # requests inside infer(); a drain waits for this to reach 0
-        self.last_arrival = 0.0  # perf_counter when the latest request reached infer()
         self._inline_elements = 0  # requests with at most this many input elements may run inline
         self._checked: dict[tuple, tuple[int, int]] = {}  # (rows, elements) by input names, dtypes, shapes
         metrics.inflight.set_function(lambda: self.inflight)  # read when scraped, not locked per request
@@ -313,7 +312,6 @@ class DataPlane:
         ``started``: when the adapter received it; ``alone``: no other client is connected, so no
         other request can share this one's batch."""
         started = time.perf_counter() if started is None else started
-        self.last_arrival = started
         self.inflight += 1
         try:
             self.admit(name, version)

@@ -46,12 +46,6 @@ log = logging.getLogger("modeldeploy_runtime")
 SWITCH_INTERVAL_S = 0.0005
 # Kubernetes kills the pod 30 s after SIGTERM by default; in-flight requests get most of that.
 DRAIN_TIMEOUT_S = 25
-# After the drain delay, requests that still arrive mean some node's rules still send traffic here
-# (kube-proxy lags under load): serving goes on until this long passes without one, for at most
-# DRAIN_EXTEND_MAX_S more. A process gone before its endpoint leaves the rules is worse than a
-# refusal: the node drops the connections' SYNs, and clients wait out TCP's retries (1, 3, 7 s).
-DRAIN_QUIET_S = 1.0
-DRAIN_EXTEND_MAX_S = 10.0
 
 
 def load_model(config: RuntimeConfig, threads: int) -> tuple[Backend, float | None]:
@@ -242,10 +236,6 @@ async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> i
         log.info("serving %g s more while the endpoint is removed (MODELDEPLOY_DRAIN_DELAY_S)", delay)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(hurry.wait(), delay)
-        extended = await _until_quiet(dataplane, hurry)
-        if extended > 0.01:
-            log.info("served %.1f s past the drain delay: requests were still arriving", extended)
-        delay += extended
     http.stop_accepting()
     budget = max(1.0, DRAIN_TIMEOUT_S - delay)
     # gRPC refuses new calls from here and lets those in progress finish within the budget
@@ -258,20 +248,6 @@ async def run(config: RuntimeConfig, sock: socket.socket, metrics: Metrics) -> i
     dataplane.close()
     log.info("stopped")
     return 0
-
-
-async def _until_quiet(dataplane: DataPlane, hurry: asyncio.Event) -> float:
-    """Wait until DRAIN_QUIET_S pass without an inference request (or DRAIN_EXTEND_MAX_S, or a
-    second signal); the seconds waited."""
-    start = time.perf_counter()
-    while not hurry.is_set():
-        now = time.perf_counter()
-        wait = min(dataplane.last_arrival + DRAIN_QUIET_S - now, start + DRAIN_EXTEND_MAX_S - now)
-        if wait <= 0:
-            break
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(hurry.wait(), wait)
-    return time.perf_counter() - start
 
 
 async def _stop_grpc(server, grace_s: float) -> None:
